@@ -1,0 +1,102 @@
+"""The image definition as frozen dataclasses: built once from the validated YAML
+(see composer/definition.py) and never changed during a build."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a value was written: for error messages that name file and line."""
+
+    file: Path
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True)
+class Debian:
+    suite: str = "bookworm"
+    architecture: str = "x86-64"
+    # Empty: mmdebstrap's default, or the build machine's configured apt sources.
+    mirror: str = ""
+    components: tuple[str, ...] = ("main",)
+
+
+@dataclass(frozen=True)
+class Kernel:
+    package: str = "linux-image-amd64"
+    cmdline: tuple[str, ...] = ()
+    # Modules put into the initrd (initramfs-tools MODULES=list).
+    initrd_modules: tuple[str, ...] = ()
+    # Paths under /usr/lib/modules/<version>/ removed from the image to keep it small.
+    exclude_modules: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Template:
+    source: str  # relative to templates/
+    target: str  # absolute path in the image
+    mode: int = 0o644
+    owner: str = "root:root"
+
+
+@dataclass(frozen=True)
+class FileAttributes:
+    mode: int | None = None
+    owner: str | None = None
+
+
+@dataclass(frozen=True)
+class Overlay:
+    source: str  # a folder under overlays/
+    target: str = "/"
+    # Per-file mode/owner, keyed by the path relative to the overlay folder.
+    files: tuple[tuple[str, FileAttributes], ...] = ()
+
+
+@dataclass(frozen=True)
+class Partitions:
+    """Sizes in bytes."""
+
+    esp: int
+    root: int
+    var: int
+
+
+@dataclass(frozen=True)
+class ImageDefinition:
+    name: str
+    version: str
+    description: str
+    debian: Debian
+    kernel: Kernel
+    packages: tuple[str, ...]
+    templates: tuple[Template, ...]
+    variables: tuple[tuple[str, Any], ...]
+    overlays: tuple[Overlay, ...]
+    partitions: Partitions
+    source: Path  # the file that was loaded
+    # The merged document (after extends), as plain data; hashed into the manifest.
+    resolved: dict[str, Any] = field(compare=False, repr=False, default_factory=dict)
+    # Where each field was written: dotted path ("partitions.root") -> Origin.
+    origins: dict[str, Origin] = field(compare=False, repr=False, default_factory=dict)
+
+    def origin(self, path: str) -> Origin:
+        """The most specific place a field (or its nearest parent) was written."""
+        parts = path.split(".")
+        while parts:
+            found = self.origins.get(".".join(parts))
+            if found is not None:
+                return found
+            parts.pop()
+        return Origin(self.source, 1)
+
+    @property
+    def variables_dict(self) -> dict[str, Any]:
+        return dict(self.variables)

@@ -1,0 +1,131 @@
+"""A booted VM as tests see it: SSH and debug-shell commands, reboots, boot IDs."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import paramiko
+
+from composer.vm import runner, ssh, state
+from composer.vm.console import DebugShell, ShellResult, tail
+from composer.vm.vmdir import VmDir
+
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+
+
+class KeelVM:
+    """One running VM started by the plugin (or by your own code through start())."""
+
+    def __init__(self, running: runner.RunningVm) -> None:
+        self._running = running
+
+    @classmethod
+    def start(cls, options: runner.RunOptions, root: Path) -> KeelVM:
+        return cls(runner.start(options, root))
+
+    @property
+    def name(self) -> str:
+        return self._running.vm.name
+
+    @property
+    def vm_dir(self) -> VmDir:
+        return self._running.vm
+
+    @property
+    def ssh_port(self) -> int:
+        return self._running.state.ssh_port
+
+    @property
+    def key(self) -> Path:
+        return self._running.vm.key
+
+    @property
+    def ssh_config(self) -> Path:
+        return self._running.vm.ssh_config
+
+    @property
+    def serial_log(self) -> Path:
+        return self._running.vm.serial_log
+
+    @property
+    def nvram(self) -> Path:
+        return self._running.vm.nvram
+
+    @property
+    def pid(self) -> int:
+        return self._running.process.pid
+
+    @property
+    def boot_seconds(self) -> float:
+        """From the start of `keel run` to the first SSH login."""
+        return self._running.state.ssh_ready_at - self._running.state.started_at
+
+    def is_running(self) -> bool:
+        return self._running.process.poll() is None
+
+    def run(self, command: str, check: bool = False, timeout: float = 120) -> ssh.CommandResult:
+        """Run a shell command as root over SSH; check=True raises on a non-zero exit."""
+        result = ssh.run_command(self.ssh_port, self.key, command, timeout=timeout)
+        if check and result.exit_status != 0:
+            raise AssertionError(
+                f"`{command}` exited {result.exit_status} in {self.name}:\n"
+                f"{result.stdout}{result.stderr}"
+            )
+        return result
+
+    def serial_command(self, command: str, timeout: float = 60) -> ShellResult:
+        """Run a command in the debug root shell on the virtio console (works without SSH)."""
+        return DebugShell(self._running.vm.debug_socket).run(command, timeout=timeout)
+
+    def boot_id(self) -> str:
+        return self.run(f"cat {BOOT_ID}", check=True).stdout.strip()
+
+    def serial_tail(self, lines: int = 50) -> str:
+        return tail(self.serial_log, lines)
+
+    def reboot_and_wait(self, timeout: float = 300) -> str:
+        """Reboot from inside the guest and return the new boot ID (asserted to differ)."""
+        old = self.boot_id()
+        # Detached with a delay, so the SSH command returns before sshd goes away.
+        self.run("systemd-run --on-active=1 --timer-property=AccuracySec=100ms systemctl reboot")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.is_running():
+                raise AssertionError(f"QEMU of {self.name} exited during the reboot")
+            try:
+                new = ssh.run_command(self.ssh_port, self.key, f"cat {BOOT_ID}", timeout=10)
+            except (OSError, paramiko.SSHException, EOFError):
+                new = None
+            if new is not None and new.exit_status == 0 and new.stdout.strip() != old:
+                return new.stdout.strip()
+            time.sleep(1)
+        raise AssertionError(
+            f"{self.name} did not come back with a new boot ID within {timeout:.0f}s\n"
+            f"{self.serial_tail()}"
+        )
+
+    def stop(self, timeout: float = runner.DEFAULT_STOP_TIMEOUT) -> None:
+        """Shut down (ACPI, then hard stop); safe to call twice."""
+        process = self._running.process
+        if process.poll() is None:
+            runner.stop(self._running.vm, timeout=timeout)
+            try:
+                process.wait(timeout=10)
+            except Exception:
+                process.kill()
+                process.wait()
+        elif self._running.vm.state_file.exists():
+            vm_state = state.load(self._running.vm)
+            vm_state.phase = "stopped"
+            state.save(self._running.vm, vm_state)
+
+    def kill(self) -> None:
+        """Last resort for interrupted sessions: no shutdown, just end QEMU."""
+        process = self._running.process
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    def __repr__(self) -> str:
+        return f"KeelVM({self.name!r}, ssh 127.0.0.1:{self.ssh_port}, pid {self.pid})"

@@ -1,0 +1,73 @@
+"""The QEMU command line for one VM, assembled from a frozen spec (pure, unit-tested)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from composer.vm.firmware import Firmware
+from composer.vm.ports import LOCALHOST
+from composer.vm.vmdir import VmDir
+
+QEMU = "qemu-system-x86_64"
+# The guest reads its provisioning config under either name (Keel's and CoreOS's).
+FW_CFG_CONFIG = "opt/org.keel/config"
+FW_CFG_DEBUG_SHELL = "opt/org.keel/debug-shell"
+
+
+@dataclass(frozen=True)
+class VmSpec:
+    vm: VmDir
+    firmware: Firmware
+    accel: str
+    memory_mib: int
+    cpus: int
+    ssh_port: int
+    config_file: Path | None
+    debug_shell: bool = True
+
+
+def _socket_chardev(chardev_id: str, path: Path, logfile: Path | None = None) -> str:
+    # server=on,wait=off: QEMU listens and boots at once; clients come and go freely.
+    spec = f"socket,id={chardev_id},path={path.absolute()},server=on,wait=off"
+    if logfile is not None:
+        spec += f",logfile={logfile.absolute()},logappend=on"
+    return spec
+
+
+def qemu_argv(spec: VmSpec) -> list[str]:
+    vm = spec.vm
+    accel = ["-accel", "kvm", "-cpu", "host"] if spec.accel == "kvm" else ["-accel", "tcg"]
+    argv = [
+        QEMU,
+        "-name", f"keel-{vm.name},process=keel-{vm.name}",
+        "-machine", "q35,smm=off",
+        *accel,
+        "-m", str(spec.memory_mib),
+        "-smp", str(spec.cpus),
+        "-nodefaults",
+        "-display", "none",
+        "-vga", "none",
+        # Firmware code is shared read-only; the VM's own variables (boot entries,
+        # LoaderBootCountPath, ...) live in its folder and persist across reboots.
+        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={spec.firmware.code}",
+        "-drive", f"if=pflash,format=raw,unit=1,file={vm.nvram.absolute()}",
+        "-drive", f"if=none,id=disk0,format=qcow2,discard=unmap,file={vm.overlay.absolute()}",
+        "-device", "virtio-blk-pci,drive=disk0,bootindex=1",
+        "-netdev", f"user,id=net0,hostfwd=tcp:{LOCALHOST}:{spec.ssh_port}-:22",
+        "-device", "virtio-net-pci,netdev=net0",
+        "-device", "virtio-rng-pci",
+        "-chardev", _socket_chardev("serial0", vm.console_socket, vm.serial_log),
+        "-serial", "chardev:serial0",
+        "-qmp", f"unix:{vm.qmp_socket.absolute()},server=on,wait=off",
+    ]  # fmt: skip
+    if spec.debug_shell:
+        argv += [
+            "-device", "virtio-serial-pci",
+            "-chardev", _socket_chardev("debugsh", vm.debug_socket),
+            "-device", "virtconsole,chardev=debugsh",
+            "-fw_cfg", f"name={FW_CFG_DEBUG_SHELL},string=1",
+        ]  # fmt: skip
+    if spec.config_file is not None:
+        argv += ["-fw_cfg", f"name={FW_CFG_CONFIG},file={spec.config_file.absolute()}"]
+    return argv

@@ -1,0 +1,171 @@
+"""The VM's character devices: the serial log, the live serial console, the debug shell."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import select
+import socket
+import sys
+import termios
+import threading
+import time
+import tty
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from composer.errors import KeelError
+
+ESCAPE = b"\x1d"  # Ctrl-], like telnet: leaves `keel console` without touching the guest
+
+
+def tail(log: Path, lines: int = 50) -> str:
+    try:
+        text = log.read_bytes().decode(errors="replace")
+    except OSError:
+        return "(no serial log)"
+    # Firmware and kernels emit \r and terminal escapes; keep the text readable.
+    text = re.sub(r"\x1b\[[0-9;?=]*[A-Za-z]", "", text).replace("\r", "")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def follow(log: Path, stop: threading.Event, out: int | None = None) -> threading.Thread:
+    """Copy new bytes of the serial log to a file descriptor (stdout) until stop is set.
+
+    Reading the log QEMU writes (instead of connecting to the console socket) leaves the
+    socket free for `keel console` and shows exactly what the log keeps."""
+    fd = sys.stdout.fileno() if out is None else out
+
+    def pump() -> None:
+        while not log.exists() and not stop.is_set():
+            time.sleep(0.1)
+        with contextlib.suppress(OSError), log.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            while True:
+                chunk = f.read(65536)
+                if chunk:
+                    os.write(fd, chunk)
+                elif stop.is_set():
+                    return
+                else:
+                    time.sleep(0.1)
+
+    thread = threading.Thread(target=pump, name="serial-follow", daemon=True)
+    thread.start()
+    return thread
+
+
+def _connect(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(path))
+    except OSError as e:
+        sock.close()
+        raise KeelError(
+            f"cannot connect to {path}: {e.strerror}", hint="is the VM running?"
+        ) from None
+    return sock
+
+
+def attach(path: Path) -> None:
+    """Interactive console on a chardev socket; Ctrl-] detaches."""
+    sock = _connect(path)
+    stdin = sys.stdin.fileno()
+    is_tty = os.isatty(stdin)
+    saved = termios.tcgetattr(stdin) if is_tty else None
+    print("Connected to the serial console; press Ctrl-] to leave.", file=sys.stderr)
+    try:
+        if is_tty:
+            tty.setraw(stdin)
+        readers: list[int | socket.socket] = [sock, stdin]
+        while True:
+            ready, _, _ = select.select(readers, [], [])
+            if sock in ready:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                os.write(sys.stdout.fileno(), data)
+            if stdin in ready:
+                data = os.read(stdin, 1024)
+                if not data or ESCAPE in data:
+                    break
+                sock.sendall(data)
+    finally:
+        if saved is not None:
+            termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
+        sock.close()
+    print("\nDetached from the console.", file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class ShellResult:
+    exit_status: int
+    output: str
+
+
+class DebugShell:
+    """A command runner over the guest's debug root shell on /dev/hvc0.
+
+    The shell is a terminal that echoes input and may print prompts, so the output of
+    a command is cut out between two markers. Each marker is spelled in two quoted
+    halves in the command line, so the echoed input never matches the marker itself."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[socket.socket]:
+        sock = _connect(self.path)
+        try:
+            yield sock
+        finally:
+            sock.close()
+
+    def _read_until(
+        self, sock: socket.socket, pattern: re.Pattern[str], deadline: float
+    ) -> re.Match[str] | None:
+        received = b""
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([sock], [], [], 0.5)
+            if not ready:
+                continue
+            chunk = sock.recv(65536)
+            if not chunk:
+                return None
+            received += chunk
+            match = pattern.search(received.decode(errors="replace"))
+            if match:
+                return match
+        return None
+
+    def run(self, command: str, timeout: float = 60.0) -> ShellResult:
+        token = uuid.uuid4().hex[:12]
+        deadline = time.monotonic() + timeout
+        with self._session() as sock:
+            # Echo off first, and wait until the shell confirms it: otherwise the
+            # terminal echoes the command text into the output we cut out. The leading
+            # newline ends any half-typed line someone left behind.
+            sock.sendall(f"\nstty -echo; echo 'KEEL-''READY-{token}'\n".encode())
+            # Not anchored at line starts: a shell prompt may precede the marker.
+            ready = re.compile(rf"KEEL-READY-{token}\r?\n")
+            if self._read_until(sock, ready, deadline):
+                script = (
+                    f"echo 'KEEL-''BEGIN-{token}'; {{ {command}\n}} 2>&1 </dev/null; "
+                    f'echo "KEEL-""END-{token}-$?"\n'
+                )
+                sock.sendall(script.encode())
+                result = re.compile(
+                    rf"KEEL-BEGIN-{token}\r?\n(.*?)KEEL-END-{token}-(\d+)\r?\n", re.S
+                )
+                match = self._read_until(sock, result, deadline)
+                if match:
+                    output = match.group(1).replace("\r\n", "\n")
+                    return ShellResult(int(match.group(2)), output)
+        raise KeelError(
+            f"no answer from the debug shell on {self.path} within {timeout:.0f}s",
+            hint="the image must start a root shell on /dev/hvc0 when fw_cfg "
+            "opt/org.keel/debug-shell is present",
+        )

@@ -1,0 +1,123 @@
+"""SSH to a VM: the per-VM ssh_config, the readiness probe, and a command runner.
+
+Throwaway VMs get a new host key on every first boot, so host-key checking is off and
+nothing is written to the user's known_hosts; the VM's own key is the only identity."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+from composer.vm.ports import LOCALHOST
+from composer.vm.vmdir import VmDir
+
+USER = "root"
+
+
+def write_ssh_config(vm: VmDir, port: int) -> None:
+    """An ssh_config that both OpenSSH (`ssh -F`) and paramiko/testinfra understand."""
+    vm.ssh_config.write_text(
+        f"Host {LOCALHOST} {vm.name}\n"
+        f"  HostName {LOCALHOST}\n"
+        f"  Port {port}\n"
+        f"  User {USER}\n"
+        f"  IdentityFile {vm.key.absolute()}\n"
+        "  IdentitiesOnly yes\n"
+        "  StrictHostKeyChecking no\n"
+        "  UserKnownHostsFile /dev/null\n"
+        "  LogLevel ERROR\n"
+    )
+
+
+def ssh_argv(vm: VmDir, command: list[str]) -> list[str]:
+    return ["ssh", "-F", str(vm.ssh_config.absolute()), vm.name, *command]
+
+
+def banner_answers(port: int, timeout: float = 3.0) -> bool:
+    """True when something speaking SSH answers on the forwarded port.
+
+    QEMU's user networking accepts the TCP connection itself even while nothing
+    listens in the guest, so only the `SSH-` banner proves sshd is there."""
+    try:
+        with socket.create_connection((LOCALHOST, port), timeout=timeout) as s:
+            return s.recv(4).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def connect(port: int, key: Path, timeout: float = 10.0) -> paramiko.SSHClient:
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # in-memory only
+    client.connect(
+        LOCALHOST,
+        port=port,
+        username=USER,
+        key_filename=str(key),
+        timeout=timeout,
+        banner_timeout=timeout,
+        auth_timeout=timeout,
+        look_for_keys=False,
+        allow_agent=False,
+    )
+    return client
+
+
+def login_works(port: int, key: Path) -> bool:
+    try:
+        client = connect(port, key)
+    except (OSError, paramiko.SSHException, EOFError):
+        return False
+    client.close()
+    return True
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    exit_status: int
+    stdout: str
+    stderr: str
+
+
+def run_command(port: int, key: Path, command: str, timeout: float = 120.0) -> CommandResult:
+    client = connect(port, key)
+    try:
+        _, out, err = client.exec_command(command, timeout=timeout)
+        stdout = out.read().decode(errors="replace")
+        stderr = err.read().decode(errors="replace")
+        return CommandResult(out.channel.recv_exit_status(), stdout, stderr)
+    finally:
+        client.close()
+
+
+def wait_until_ready(
+    port: int,
+    key: Path,
+    deadline: float,
+    still_running: Callable[[], bool],
+    report: Callable[[str], None],
+    interval: float = 1.0,
+) -> bool:
+    """Poll until the banner answers and a key login succeeds; False on deadline or exit.
+
+    report() gets a progress line with the elapsed seconds about every 5 s."""
+    start = time.monotonic()
+    last_report = start
+    stage = "waiting for the SSH banner"
+    while time.monotonic() < deadline:
+        if not still_running():
+            return False
+        if banner_answers(port):
+            stage = "SSH banner answered, logging in with the VM key"
+            if login_works(port, key):
+                return True
+        now = time.monotonic()
+        if now - last_report >= 5:
+            report(f"    {stage} ({now - start:.0f}s)")
+            last_report = now
+        time.sleep(interval)
+    return False

@@ -1,0 +1,86 @@
+"""QEMU command-line assembly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from composer.vm.command import VmSpec, qemu_argv
+from composer.vm.firmware import Firmware
+from composer.vm.vmdir import VmDir
+
+FW = Firmware(Path("/fw/60.json"), Path("/fw/CODE.fd"), Path("/fw/VARS.fd"))
+
+
+def spec(tmp_path: Path, **changes: object) -> VmSpec:
+    values: dict[str, object] = dict(
+        vm=VmDir(tmp_path / "vm1"),
+        firmware=FW,
+        accel="tcg",
+        memory_mib=2048,
+        cpus=2,
+        ssh_port=40022,
+        config_file=tmp_path / "vm1" / "config.ign",
+    )
+    values.update(changes)
+    return VmSpec(**values)  # type: ignore[arg-type]
+
+
+def option(argv: list[str], flag: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+def test_machine_memory_cpus_accel(tmp_path: Path) -> None:
+    argv = qemu_argv(spec(tmp_path, memory_mib=4096, cpus=4))
+    assert argv[0] == "qemu-system-x86_64"
+    assert option(argv, "-machine")[0].startswith("q35")
+    assert option(argv, "-m") == ["4096"]
+    assert option(argv, "-smp") == ["4"]
+    assert option(argv, "-accel") == ["tcg"]
+    assert "-no-reboot" not in argv  # guest reboots must stay in the same QEMU
+    kvm = qemu_argv(spec(tmp_path, accel="kvm"))
+    assert option(kvm, "-accel") == ["kvm"]
+    assert option(kvm, "-cpu") == ["host"]
+
+
+def test_firmware_code_readonly_and_vars_per_vm(tmp_path: Path) -> None:
+    drives = option(qemu_argv(spec(tmp_path)), "-drive")
+    assert "if=pflash,format=raw,unit=0,readonly=on,file=/fw/CODE.fd" in drives
+    assert f"if=pflash,format=raw,unit=1,file={tmp_path}/vm1/OVMF_VARS.fd" in drives
+    assert not any("VARS.fd" in d and "/fw/" in d for d in drives)  # never the template
+
+
+def test_disk_is_the_overlay_on_virtio(tmp_path: Path) -> None:
+    argv = qemu_argv(spec(tmp_path))
+    assert any(d.endswith(f"file={tmp_path}/vm1/overlay.qcow2") for d in option(argv, "-drive"))
+    assert "virtio-blk-pci,drive=disk0,bootindex=1" in option(argv, "-device")
+
+
+def test_ssh_forward_on_localhost(tmp_path: Path) -> None:
+    (netdev,) = option(qemu_argv(spec(tmp_path, ssh_port=41234)), "-netdev")
+    assert "hostfwd=tcp:127.0.0.1:41234-:22" in netdev
+
+
+def test_serial_socket_with_log_and_qmp(tmp_path: Path) -> None:
+    argv = qemu_argv(spec(tmp_path))
+    chardevs = option(argv, "-chardev")
+    serial = next(c for c in chardevs if "id=serial0" in c)
+    assert f"path={tmp_path}/vm1/console.sock" in serial
+    assert f"logfile={tmp_path}/vm1/serial.log" in serial
+    assert "server=on,wait=off" in serial
+    assert option(argv, "-serial") == ["chardev:serial0"]
+    assert option(argv, "-qmp") == [f"unix:{tmp_path}/vm1/qmp.sock,server=on,wait=off"]
+
+
+def test_config_and_debug_shell_through_fw_cfg(tmp_path: Path) -> None:
+    argv = qemu_argv(spec(tmp_path))
+    fw_cfg = option(argv, "-fw_cfg")
+    assert f"name=opt/org.keel/config,file={tmp_path}/vm1/config.ign" in fw_cfg
+    assert "name=opt/org.keel/debug-shell,string=1" in fw_cfg
+    assert "virtconsole,chardev=debugsh" in option(argv, "-device")
+    assert any(f"path={tmp_path}/vm1/debug.sock" in c for c in option(argv, "-chardev"))
+
+
+def test_without_config_and_debug_shell(tmp_path: Path) -> None:
+    argv = qemu_argv(spec(tmp_path, config_file=None, debug_shell=False))
+    assert option(argv, "-fw_cfg") == []
+    assert "virtconsole,chardev=debugsh" not in argv

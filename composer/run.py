@@ -75,7 +75,12 @@ def run(
 
     reader = threading.Thread(target=pump_stderr, daemon=True)
     reader.start()
-    stdout, _ = proc.communicate(input=input)
+    # Not communicate(): it would read stderr too, racing the reader thread.
+    if proc.stdin is not None:
+        proc.stdin.write(input or b"")
+        proc.stdin.close()
+    stdout = proc.stdout.read() if proc.stdout is not None else b""
+    proc.wait()
     reader.join()
     if check and proc.returncode != 0:
         detail = "\n".join(f"    {line}" for line in tail) or "    (no output on stderr)"
@@ -84,7 +89,7 @@ def run(
             f"  last lines of its stderr:\n{detail}",
             hint=hint,
         )
-    return subprocess.CompletedProcess(argv, proc.returncode, stdout or b"", "\n".join(tail).encode())
+    return subprocess.CompletedProcess(argv, proc.returncode, stdout, "\n".join(tail).encode())
 
 
 def output(cmd: Sequence[str | os.PathLike[str]], **kwargs: object) -> str:

@@ -1,0 +1,53 @@
+"""`keel doctor`: which host tools are missing, and which Debian package provides each."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Tool:
+    command: str
+    package: str
+    needed_for: str
+
+
+TOOLS = (
+    Tool("mmdebstrap", "mmdebstrap", "keel build: root filesystem from Debian packages"),
+    Tool("mkfs.erofs", "erofs-utils", "keel build: read-only root filesystem"),
+    Tool("mkfs.vfat", "dosfstools", "keel build: EFI System Partition"),
+    Tool("mcopy", "mtools", "keel build: files into the ESP without mounting"),
+    Tool("mkfs.ext4", "e2fsprogs", "keel build: var partition"),
+    Tool("sfdisk", "fdisk", "keel build: GPT partition table"),
+    Tool("qemu-img", "qemu-utils", "keel build: qcow2 image; keel run: VM overlays"),
+    Tool("dpkg-query", "dpkg", "keel build: package list in the manifest"),
+    Tool("tar", "tar", "keel build: unpack the cached root tree"),
+    Tool("zstd", "zstd", "keel build: compression"),
+    Tool("qemu-system-x86_64", "qemu-system-x86", "keel run: boot images"),
+    Tool("ssh", "openssh-client", "keel ssh"),
+)
+
+FILES = ((Path("/usr/share/OVMF/OVMF_CODE_4M.fd"), "ovmf", "keel run: UEFI firmware"),)
+
+
+def missing_tools() -> list[tuple[str, str, str]]:
+    """(what, Debian package, needed for) for everything absent on this machine."""
+    missing = [
+        (t.command, t.package, t.needed_for) for t in TOOLS if shutil.which(t.command) is None
+    ]
+    missing += [(str(p), pkg, why) for p, pkg, why in FILES if not p.exists()]
+    return missing
+
+
+def report() -> tuple[str, int]:
+    missing = missing_tools()
+    if not missing:
+        return f"all {len(TOOLS) + len(FILES)} host tools are present", 0
+    width = max(len(m[0]) for m in missing)
+    lines = [f"missing {len(missing)} host tool(s):"]
+    lines += [f"  {what:<{width}}  apt-get install {pkg:<16} ({why})" for what, pkg, why in missing]
+    packages = " ".join(sorted({m[1] for m in missing}))
+    lines.append(f"install them all: apt-get install --no-install-recommends {packages}")
+    return "\n".join(lines), 1

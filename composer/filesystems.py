@@ -1,0 +1,70 @@
+"""Build step 6: filesystem images, each made from a directory with no loop device and
+no mount: mkfs.erofs for the root, mkfs.vfat + mtools for the ESP, mkfs.ext4 -d for var.
+
+Every image is reproducible from the same input tree and SOURCE_DATE_EPOCH: fixed
+UUIDs, fixed timestamps, fixed hash seeds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from composer import run
+
+
+def make_erofs(tree: Path, output: Path, *, epoch: int, fs_uuid: str) -> Path:
+    output.unlink(missing_ok=True)
+    run.run(
+        [
+            "mkfs.erofs",
+            # lz4hc with 64 KiB physical clusters: about half the size of the tree;
+            # larger clusters compress better but read more per page fault.
+            "-zlz4hc", "-C65536",
+            f"-T{epoch}", "--ignore-mtime",
+            f"-U{fs_uuid.lower()}",
+            "--quiet",
+            output, tree,
+        ]
+    )  # fmt: skip
+    return output
+
+
+def _clamp_mtimes(tree: Path, epoch: int) -> None:
+    for path in [tree, *tree.rglob("*")]:
+        os.utime(path, (epoch, epoch), follow_symlinks=False)
+
+
+def make_vfat(
+    tree: Path, output: Path, *, size: int, label: str, volume_id: str, epoch: int
+) -> Path:
+    output.unlink(missing_ok=True)
+    with output.open("wb") as handle:
+        handle.truncate(size)
+    run.run(["mkfs.vfat", "-F", "32", "-n", label.upper(), "-i", volume_id, "--invariant", output])
+    _clamp_mtimes(tree, epoch)
+    entries = sorted(tree.iterdir())
+    if entries:
+        # -s recursive, -m keep modification times, -Q stop at the first error.
+        run.run(
+            ["mcopy", "-s", "-m", "-Q", "-i", output, *entries, "::/"],
+            env={"SOURCE_DATE_EPOCH": str(epoch), "MTOOLS_SKIP_CHECK": "1"},
+        )
+    return output
+
+
+def make_ext4(tree: Path, output: Path, *, size: int, label: str, fs_uuid: str, epoch: int) -> Path:
+    output.unlink(missing_ok=True)
+    with output.open("wb") as handle:
+        handle.truncate(size)
+    run.run(
+        [
+            "mkfs.ext4", "-q", "-F",
+            "-L", label,
+            "-U", fs_uuid.lower(),
+            "-E", f"hash_seed={fs_uuid.lower()},root_owner=0:0",
+            "-d", tree,
+            output,
+        ],
+        env={"E2FSPROGS_FAKE_TIME": str(epoch)},
+    )  # fmt: skip
+    return output

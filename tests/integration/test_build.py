@@ -1,0 +1,133 @@
+"""A real build of images/docker-host.yaml (no mocks), checked from the outside with
+the same tools a person would use: sfdisk, blkid, mtools."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from composer.build import build_image
+from composer.definition import load_definition
+from composer.partitions import ESP_TYPE, ROOT_X86_64_TYPE, VAR_TYPE
+from composer.paths import DEFAULT_IMAGE
+
+pytestmark = pytest.mark.integration
+
+
+def sh(*cmd: str) -> str:
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture(scope="module")
+def artifacts(keel_image: Path) -> Path:
+    if not keel_image.is_dir():
+        pytest.fail("these tests need an artifact directory, not a bare disk file")
+    return keel_image
+
+
+@pytest.fixture(scope="module")
+def manifest(artifacts: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((artifacts / "manifest.json").read_text())
+    return data
+
+
+@pytest.fixture(scope="module")
+def table(artifacts: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(sh("sfdisk", "--json", str(artifacts / "disk.raw")))
+    return data["partitiontable"]
+
+
+def partition_offset(table: dict[str, Any], label: str) -> int:
+    part = next(p for p in table["partitions"] if p["name"] == label)
+    return int(part["start"]) * int(table["sectorsize"])
+
+
+def probe(artifacts: Path, offset: int) -> dict[str, str]:
+    result = subprocess.run(
+        ["blkid", "-p", "-o", "export", "-O", str(offset), str(artifacts / "disk.raw")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    return dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+
+
+def test_partition_table_has_labels_types_and_sizes_of_the_definition(
+    table: dict[str, Any],
+) -> None:
+    defn = load_definition(DEFAULT_IMAGE)
+    assert table["label"] == "gpt"
+    parts = [(p["name"], p["type"], int(p["size"]) * 512) for p in table["partitions"]]
+    assert parts == [
+        ("esp", ESP_TYPE, defn.partitions.esp),
+        ("root-a", ROOT_X86_64_TYPE, defn.partitions.root),
+        ("root-b", ROOT_X86_64_TYPE, defn.partitions.root),
+        ("var", VAR_TYPE, defn.partitions.var),
+    ]
+
+
+def test_filesystems_are_vfat_erofs_empty_and_ext4(artifacts: Path, table: dict[str, Any]) -> None:
+    assert probe(artifacts, partition_offset(table, "esp"))["TYPE"] == "vfat"
+    assert probe(artifacts, partition_offset(table, "root-a"))["TYPE"] == "erofs"
+    assert "TYPE" not in probe(artifacts, partition_offset(table, "root-b"))
+    var = probe(artifacts, partition_offset(table, "var"))
+    assert (var["TYPE"], var["LABEL"]) == ("ext4", "var")
+
+
+def test_esp_holds_bootloader_kernel_initrd_and_counted_entry(
+    artifacts: Path, table: dict[str, Any], manifest: dict[str, Any]
+) -> None:
+    esp = f"{artifacts / 'disk.raw'}@@{partition_offset(table, 'esp')}"
+    listing = sh("mdir", "-/", "-b", "-i", esp, "::/")
+    for path in ("::/EFI/BOOT/BOOTX64.EFI", "::/keel/a/vmlinuz", "::/keel/a/initrd.img"):
+        assert path in listing.splitlines(), listing
+    entry = f"::/loader/entries/keel-{manifest['version']}-a+3.conf"
+    assert entry in listing.splitlines(), listing
+    text = sh("mtype", "-i", esp, entry)
+    assert "root=PARTLABEL=root-a" in text and "rootfstype=erofs" in text
+    assert "default keel-*" in sh("mtype", "-i", esp, "::/loader/loader.conf")
+    kernel = sh("mdir", "-i", esp, "::/keel/a/vmlinuz")
+    assert str((artifacts / "payload/vmlinuz").stat().st_size) in kernel.replace(" ", "")
+
+
+def test_manifest_describes_the_build(artifacts: Path, manifest: dict[str, Any]) -> None:
+    assert (manifest["name"], manifest["architecture"]) == ("docker-host", "x86-64")
+    assert manifest["build_time"].endswith("Z")
+    assert manifest["kernel"]["version"].endswith("-amd64")
+    names = {p["name"]: p["version"] for p in manifest["packages"]}
+    assert {"docker.io", "containerd", "runc", "systemd", "openssh-server"} <= names.keys()
+    assert len(manifest["definition_sha256"]) == 64
+    parts = {p["label"]: p for p in manifest["disk"]["partitions"]}
+    root = parts["root-a"]["image"]
+    assert root["size"] == (artifacts / "payload/root.erofs").stat().st_size
+    assert parts["root-b"]["image"] is None
+    assert parts["esp"]["filesystem"] == "vfat" and parts["var"]["filesystem"] == "ext4"
+    # The payload on its own is what the update work ships.
+    payload = json.loads((artifacts / "payload/payload.json").read_text())
+    assert payload["files"]["root"]["sha256"] == root["sha256"]
+
+
+def test_second_build_is_byte_identical(
+    artifacts: Path, manifest: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    out = tmp_path_factory.mktemp("rebuild")
+    previous = os.environ.get("SOURCE_DATE_EPOCH")
+    os.environ["SOURCE_DATE_EPOCH"] = str(manifest["source_date_epoch"])
+    try:
+        result = build_image(DEFAULT_IMAGE, out_dir=out, quiet=True)
+    finally:
+        if previous is None:
+            del os.environ["SOURCE_DATE_EPOCH"]
+        else:
+            os.environ["SOURCE_DATE_EPOCH"] = previous
+    assert result.cached_packages, "the rebuild should have come from the package cache"
+    first = json.loads((artifacts / "manifest.json").read_text())
+    second = json.loads((out / "manifest.json").read_text())
+    assert (
+        first["disk"]["partitions"][1]["image"]["sha256"]
+        == (second["disk"]["partitions"][1]["image"]["sha256"])
+    )
+    assert (artifacts / "manifest.json").read_bytes() == (out / "manifest.json").read_bytes()

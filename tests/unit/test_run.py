@@ -1,0 +1,35 @@
+import pytest
+
+from composer import run
+from composer.errors import KeelError
+
+
+def test_output_returns_stdout() -> None:
+    assert run.output(["sh", "-c", "echo hello"]).strip() == "hello"
+
+
+def test_failure_names_command_exit_code_and_stderr_tail() -> None:
+    script = "for i in $(seq 1 40); do echo line$i >&2; done; exit 3"
+    with pytest.raises(KeelError) as caught:
+        run.run(["sh", "-c", script])
+    message = str(caught.value)
+    assert "exit code 3" in message
+    assert "sh -c" in message
+    assert "line40" in message
+    # Only the tail, not the whole stderr.
+    assert "line1\n" not in message
+
+
+def test_missing_command_points_to_keel_doctor() -> None:
+    with pytest.raises(KeelError, match="keel doctor"):
+        run.run(["keel-no-such-command"])
+
+
+def test_stderr_lines_reach_the_callback_and_input_reaches_stdin() -> None:
+    seen: list[str] = []
+    result = run.run(
+        ["sh", "-c", "cat; echo progress >&2"], input=b"data", capture=True,
+        on_stderr_line=seen.append,
+    )  # fmt: skip
+    assert result.stdout == b"data"
+    assert seen == ["progress"]

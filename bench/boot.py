@@ -1,0 +1,98 @@
+"""Boot the default image N times and report the time from `keel run` to SSH ready.
+
+Also asks the guest where the time went (systemd-analyze: firmware, loader, kernel,
+initrd, userspace). Usage: python bench/boot.py [-n 3] [--image PATH] [--json]"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+import statistics
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from composer import run as commands
+from composer.errors import KeelError
+from composer.testing import KeelVM
+from composer.vm import runner
+
+PHASES = ("firmware", "loader", "kernel", "initrd", "userspace")
+
+
+def parse_systemd_analyze(text: str) -> dict[str, float]:
+    """Seconds per phase from `Startup finished in 1.2s (firmware) + 1min 3.4s (...)`."""
+    figures: dict[str, float] = {}
+    for amount, phase in re.findall(r"((?:[\d.]+(?:min|ms|s)\s*)+)\((\w+)\)", text):
+        seconds = 0.0
+        for value, unit in re.findall(r"([\d.]+)(min|ms|s)", amount):
+            seconds += float(value) * {"min": 60.0, "s": 1.0, "ms": 0.001}[unit]
+        figures[phase] = round(seconds, 2)
+    return figures
+
+
+@dataclass
+class Boot:
+    ssh_ready_seconds: float
+    phases: dict[str, float]
+    systemd_analyze: str
+
+
+def boot_once(image: Path | None, accel: str | None, root: Path) -> Boot:
+    options = runner.RunOptions(image=image, accel=accel, die_with_parent=True)
+    vm = KeelVM.start(options, root)
+    try:
+        # systemd-analyze fails until the boot transaction finished; wait for that.
+        vm.run("systemctl is-system-running --wait", timeout=300)
+        analyze = vm.run("systemd-analyze").stdout.strip()
+        return Boot(round(vm.boot_seconds, 1), parse_systemd_analyze(analyze), analyze)
+    finally:
+        vm.stop(timeout=30)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", "--boots", type=int, default=3)
+    parser.add_argument("--image", type=Path, help="artifact dir or disk (default: newest build)")
+    parser.add_argument("--accel", choices=("kvm", "tcg"))
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args()
+    commands.echo_commands = False
+    runs = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="keel-bench-") as root:
+            for i in range(args.boots):
+                print(f"==> boot {i + 1}/{args.boots}", file=sys.stderr)
+                runs.append(boot_once(args.image, args.accel, Path(root)))
+    except KeelError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    seconds = [r.ssh_ready_seconds for r in runs]
+    phases = {
+        phase: statistics.median(r.phases[phase] for r in runs if phase in r.phases)
+        for phase in PHASES
+        if any(phase in r.phases for r in runs)
+    }
+    result = {
+        "boots": args.boots,
+        "median_ssh_ready_seconds": statistics.median(seconds),
+        "ssh_ready_seconds": seconds,
+        "median_systemd_analyze": phases,
+        "runs": [dataclasses.asdict(r) for r in runs],
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(
+        f"keel run -> SSH ready, median of {args.boots}: {result['median_ssh_ready_seconds']:.1f}s"
+    )
+    print(f"  each boot: {', '.join(f'{s:.1f}s' for s in seconds)}")
+    print("  systemd-analyze (median): " + ", ".join(f"{k} {v:.1f}s" for k, v in phases.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""Boot the docker-host image in QEMU (TCG here) and check the running machine.
+
+One VM (the session's keel_vm) serves every test in this module; the reboot test
+comes last because it changes the machine's state. The leftover-QEMU tests run a
+small pytest session in a subprocess, since only from outside can one observe what a
+session leaves behind after its teardown."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import paramiko
+import pytest
+
+from composer.testing import KeelVM
+
+pytestmark = pytest.mark.integration
+
+# systemd-boot's vendor GUID for the Loader* EFI variables.
+LOADER_GUID = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"
+EFIVARS = "/sys/firmware/efi/efivars"
+# A variable of our own (random vendor GUID) to prove that NVRAM persists.
+TEST_VARIABLE = "KeelNvramTest"
+TEST_GUID = "6b65656c-6e76-4172-8d74-657374000001"
+INNER_SUITE = """
+import os, time
+import pytest
+
+@pytest.mark.integration
+def test_boots(keel_vm):
+    with open(os.environ["KEEL_PID_FILE"], "w") as f:
+        f.write(str(keel_vm.pid))
+    if os.environ.get("KEEL_INNER_HANG"):
+        time.sleep(3600)  # the outer test interrupts the session here
+"""
+
+
+def qemu_pids_under(folder: Path) -> list[int]:
+    """QEMU processes whose command line mentions folder (the VM folders live there)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and b"qemu-system" in argv[0] and str(folder).encode() in b" ".join(argv):
+            pids.append(int(proc.name))
+    return pids
+
+
+@pytest.mark.parametrize("ending", ["completes", "interrupted"])
+def test_no_qemu_left_after_session(
+    ending: str, keel_image: Path, tmp_path: Path, pytestconfig: pytest.Config
+) -> None:
+    (tmp_path / "test_inner.py").write_text(INNER_SUITE)
+    pid_file = tmp_path / "qemu.pid"
+    vm_folder = tmp_path / "vms"
+    env = dict(os.environ, KEEL_VM_DIR=str(vm_folder), KEEL_PID_FILE=str(pid_file))
+    if ending == "interrupted":
+        env["KEEL_INNER_HANG"] = "1"
+    argv = [
+        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+        f"--rootdir={tmp_path}", f"--keel-image={keel_image}",
+        f"--keel-boot-timeout={pytestconfig.getoption('--keel-boot-timeout')}",
+        str(tmp_path / "test_inner.py"),
+    ]  # fmt: skip
+    inner = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 600
+        while not pid_file.exists() and inner.poll() is None and time.monotonic() < deadline:
+            time.sleep(1)
+        assert pid_file.exists(), "the inner session never booted its VM"
+        pid = int(pid_file.read_text())
+        assert qemu_pids_under(vm_folder) == [pid]  # the observation works while it runs
+        if ending == "interrupted":
+            inner.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal does
+        out, _ = inner.communicate(timeout=300)
+    finally:
+        if inner.poll() is None:
+            inner.kill()
+            inner.wait()
+    if ending == "completes":
+        assert inner.returncode == 0, out
+    else:
+        assert "KeyboardInterrupt" in out, out
+    assert not Path(f"/proc/{pid}").exists(), f"QEMU {pid} still runs after the session"
+    assert qemu_pids_under(vm_folder) == []
+
+
+def test_kernel_command_line_selects_root_a(keel_host: Any) -> None:
+    cmdline = keel_host.file("/proc/cmdline").content_string.split()
+    assert "root=PARTLABEL=root-a" in cmdline
+
+
+def test_root_is_read_only_erofs_from_root_a(keel_host: Any) -> None:
+    root = keel_host.mount_point("/")
+    assert root.filesystem == "erofs"
+    assert "ro" in root.options
+    root_a = keel_host.check_output("readlink -f /dev/disk/by-partlabel/root-a")
+    assert keel_host.check_output("readlink -f %s", root.device) == root_a
+    assert keel_host.run("touch /keel-write-test").rc != 0
+
+
+def test_systemd_reached_multi_user(keel_host: Any) -> None:
+    assert keel_host.check_output("systemctl is-active multi-user.target") == "active"
+
+
+def test_booted_entry_carries_tries_counter(keel_host: Any) -> None:
+    variable = f"{EFIVARS}/LoaderBootCountPath-{LOADER_GUID}"
+    assert keel_host.file(variable).exists, "systemd-boot did not count this boot"
+    raw = base64.b64decode(keel_host.check_output("base64 -w0 %s", variable))
+    # efivarfs prefixes the 4 attribute bytes; the value is a NUL-terminated UTF-16 path.
+    path = raw[4:].decode("utf-16-le").rstrip("\0")
+    assert re.search(r"\\loader\\entries\\[^\\]+\+\d+(-\d+)?\.conf$", path), path
+
+
+def test_ssh_allows_keys_only(keel_vm: KeelVM, keel_host: Any) -> None:
+    transport = paramiko.Transport(("127.0.0.1", keel_vm.ssh_port))
+    try:
+        transport.start_client(timeout=30)
+        with pytest.raises(paramiko.BadAuthenticationType) as refused:
+            transport.auth_password("root", "root")
+        assert refused.value.allowed_types == ["publickey"]
+    finally:
+        transport.close()
+    settings = keel_host.check_output("sshd -T").splitlines()
+    assert "passwordauthentication no" in settings
+    assert "kbdinteractiveauthentication no" in settings
+
+
+def test_debug_shell_on_the_virtio_console(keel_vm: KeelVM) -> None:
+    result = keel_vm.serial_command("cat /proc/sys/kernel/random/boot_id; id -u")
+    assert result.exit_status == 0
+    assert result.output.split() == [keel_vm.boot_id(), "0"]
+    assert keel_vm.serial_command("exit 3").exit_status == 3
+
+
+def test_reboot_keeps_the_vm_and_its_nvram(keel_vm: KeelVM) -> None:
+    before_boot = keel_vm.boot_id()
+    # A non-volatile EFI variable written now must survive the reboot, and it must be
+    # stored in this VM's own vars file.
+    marker = f"{TEST_VARIABLE}-{before_boot[:8]}"
+    keel_vm.run(
+        f"printf '\\007\\000\\000\\000{marker}' > {EFIVARS}/{TEST_VARIABLE}-{TEST_GUID}",
+        check=True,
+    )
+    nvram = keel_vm.nvram
+    nvram_inode = nvram.stat().st_ino
+    pid = keel_vm.pid
+
+    after_boot = keel_vm.reboot_and_wait(timeout=400)
+
+    assert after_boot != before_boot
+    assert keel_vm.pid == pid and keel_vm.is_running(), "the reboot left the QEMU process"
+    assert nvram.parent == keel_vm.vm_dir.path
+    assert nvram.stat().st_ino == nvram_inode, "the NVRAM file was replaced"
+    stored = keel_vm.run(f"tail -c +5 {EFIVARS}/{TEST_VARIABLE}-{TEST_GUID}", check=True)
+    assert stored.stdout == marker
+    assert TEST_VARIABLE.encode("utf-16-le") in nvram.read_bytes()
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    assert any(arg.endswith(f"file={nvram}") and "if=pflash" in arg for arg in cmdline)

@@ -57,6 +57,11 @@ class KeelVM:
         return self._running.process.pid
 
     @property
+    def started_at(self) -> float:
+        """time.time() when the start of this VM began (keel run's start)."""
+        return self._running.state.started_at
+
+    @property
     def boot_seconds(self) -> float:
         """From the start of `keel run` to the first SSH login."""
         return self._running.state.ssh_ready_at - self._running.state.started_at

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import threading
@@ -42,7 +43,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(name)
         runner.say(f"    keel ssh {name}    keel console {name}    keel stop {name}")
         return 0
-    return _run_foreground(options)
+    # In the foreground the VM lives as long as this command: if the terminal goes away
+    # (SIGHUP kills keel), QEMU goes too.
+    return _run_foreground(dataclasses.replace(options, die_with_parent=True))
 
 
 def _run_foreground(options: runner.RunOptions) -> int:

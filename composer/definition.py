@@ -26,14 +26,20 @@ from jsonschema import Draft202012Validator, ValidationError
 
 from composer.errors import KeelError
 from composer.model import (
+    Containers,
+    ContainerService,
     Debian,
+    DockerEndpoints,
     FileAttributes,
+    HealthCheck,
     ImageDefinition,
     Kernel,
+    MaintenanceWindow,
     Origin,
     Overlay,
     Partitions,
     Template,
+    UpdatePolicy,
 )
 from composer.paths import IMAGES_DIR, OVERLAYS_DIR, SCHEMA_FILE, TEMPLATES_DIR
 
@@ -91,6 +97,7 @@ def load_definition(
             *_normalise_sizes(resolved, document),
             *_template_problems(resolved, document, templates_dir),
             *_overlay_problems(resolved, document, overlays_dir),
+            *_file_problems(resolved, document),
         ]
     )
     return _build_definition(resolved, document, source=_display(path))
@@ -786,9 +793,92 @@ def _build_definition(
         overlays=tuple(_build_overlay(o) for o in resolved["overlays"]),
         partitions=Partitions(**resolved["partitions"]),
         source=source,
+        update=_build_update(resolved["update"], document),
+        containers=_build_containers(resolved["containers"], document),
+        docker=DockerEndpoints(**resolved["docker"]),
+        provisioning_config=_file_next_to_definition(
+            resolved["provisioning"]["config"], document, ("provisioning", "config")
+        ),
         resolved=resolved,
         origins={_dotted(path): origin for path, origin in document.origins.items() if path},
     )
+
+
+def _file_next_to_definition(value: str, document: _Document, path: DocPath) -> Path | None:
+    """A path written relative to the definition file that says it, made absolute."""
+    if not value:
+        return None
+    return (document.origin(path).file.parent / value).absolute()
+
+
+def _build_update(update: dict[str, Any], document: _Document) -> UpdatePolicy:
+    root = _file_next_to_definition(update["root"], document, ("update", "root"))
+    if root is None and os.environ.get("KEEL_UPDATE_ROOT"):
+        root = Path(os.environ["KEEL_UPDATE_ROOT"]).absolute()
+    window = update["window"]
+    return UpdatePolicy(
+        repository=update["repository"],
+        root=root,
+        check_interval=update["check_interval"],
+        reboot=update["reboot"],
+        window=MaintenanceWindow(tuple(window["days"]), window["start"], window["duration"]),
+    )
+
+
+def _build_containers(containers: dict[str, Any], document: _Document) -> Containers:
+    archives = tuple(
+        _file_next_to_definition(archive, document, ("containers", "archives", index))
+        for index, archive in enumerate(containers["archives"])
+    )
+    services = tuple(
+        ContainerService(
+            name=service["name"],
+            image=service["image"],
+            command=tuple(service["command"]),
+            env=tuple(sorted(service["env"].items())),
+            ports=tuple(service["ports"]),
+            volumes=tuple(service["volumes"]),
+            restart=service["restart"],
+            healthcheck=HealthCheck(
+                command=tuple(service["healthcheck"]["command"]),
+                interval=service["healthcheck"]["interval"],
+                retries=service["healthcheck"]["retries"],
+            ),
+        )
+        for service in containers["services"]
+    )
+    return Containers(archives=tuple(a for a in archives if a is not None), services=services)
+
+
+def _file_problems(resolved: dict[str, Any], document: _Document) -> list[_Problem]:
+    """Files named relative to the definition (trust root, baked config, archives) exist."""
+    named: list[tuple[DocPath, str]] = [
+        (("update", "root"), resolved["update"]["root"]),
+        (("provisioning", "config"), resolved["provisioning"]["config"]),
+    ]
+    named += [
+        (("containers", "archives", index), archive)
+        for index, archive in enumerate(resolved["containers"]["archives"])
+    ]
+    problems = []
+    for path, value in named:
+        found = _file_next_to_definition(value, document, path)
+        if found is not None and not found.is_file():
+            problems.append(
+                _Problem(
+                    document.origin(path),
+                    f"field {_dotted(path)!r} names {value!r}, but {found} does not exist; "
+                    "paths here are relative to the definition file that writes them",
+                )
+            )
+    names = [service["name"] for service in resolved["containers"]["services"]]
+    for index, name in enumerate(names):
+        if name in names[:index]:
+            path = ("containers", "services", index, "name")
+            problems.append(
+                _Problem(document.origin(path), f"container name {name!r} is used twice")
+            )
+    return problems
 
 
 def _build_template(template: dict[str, Any]) -> Template:

@@ -70,6 +70,54 @@ class Partitions:
 
 
 @dataclass(frozen=True)
+class MaintenanceWindow:
+    days: tuple[str, ...] = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+    start: str = "02:00"
+    duration: str = "2h"
+
+
+@dataclass(frozen=True)
+class UpdatePolicy:
+    repository: str = ""
+    # The TUF root metadata baked into the image; None: no update trust root.
+    root: Path | None = None
+    check_interval: str = "6h"
+    reboot: str = "manual"  # immediate | window | manual
+    window: MaintenanceWindow = MaintenanceWindow()
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    command: tuple[str, ...] = ()
+    interval: str = "10s"
+    retries: int = 3
+
+
+@dataclass(frozen=True)
+class ContainerService:
+    name: str
+    image: str
+    command: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    ports: tuple[str, ...] = ()
+    volumes: tuple[str, ...] = ()
+    restart: str = "always"
+    healthcheck: HealthCheck = HealthCheck()
+
+
+@dataclass(frozen=True)
+class Containers:
+    archives: tuple[Path, ...] = ()  # absolute paths on the build machine
+    services: tuple[ContainerService, ...] = ()
+
+
+@dataclass(frozen=True)
+class DockerEndpoints:
+    tls: bool = False
+    tls_port: int = 2376
+
+
+@dataclass(frozen=True)
 class ImageDefinition:
     name: str
     version: str
@@ -82,6 +130,11 @@ class ImageDefinition:
     overlays: tuple[Overlay, ...]
     partitions: Partitions
     source: Path  # the file that was loaded
+    update: UpdatePolicy = UpdatePolicy()
+    containers: Containers = Containers()
+    docker: DockerEndpoints = DockerEndpoints()
+    # A baked first-boot provisioning config (Ignition JSON or Butane YAML), or None.
+    provisioning_config: Path | None = None
     # The merged document (after extends), as plain data; hashed into the manifest.
     resolved: dict[str, Any] = field(compare=False, repr=False, default_factory=dict)
     # Where each field was written: dotted path ("partitions.root") -> Origin.

@@ -178,7 +178,8 @@ def bootstrap(defn: ImageDefinition, work_dir: Path, progress: Progress) -> Boot
     store.mkdir(parents=True, exist_ok=True)
     initramfs_dir = work_dir / "initramfs-inputs"
     _write_initramfs_tree(defn, initramfs_dir)
-    partial = tarball.with_suffix(".tar.partial")
+    # A name of this process's own, so two builds at once never write one file.
+    partial = tarball.with_suffix(f".tar.partial-{os.getpid()}")
     progress.say(f"    package cache miss ({key}); downloading and installing packages")
     try:
         run.run(

@@ -65,10 +65,11 @@ def install_agent(tree: Path) -> None:
     dest = tree / AGENT_DIR / "hostd"
     if dest.exists():
         shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    for source in sorted((PROJECT_ROOT / "hostd").glob("*.py")):
-        shutil.copyfile(source, dest / source.name)
-        (dest / source.name).chmod(0o644)
+    shutil.copytree(
+        PROJECT_ROOT / "hostd", dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
+    for path in [dest, *dest.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
     keelctl = tree / "usr/bin/keelctl"
     keelctl.write_text(KEELCTL)
     keelctl.chmod(0o755)

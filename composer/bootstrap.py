@@ -192,3 +192,20 @@ def bootstrap(defn: ImageDefinition, work_dir: Path, progress: Progress) -> Boot
         raise _explain_missing_packages(defn, error) from None
     partial.rename(tarball)
     return BootstrapResult(tarball, key, cached=False)
+
+
+def _sizes_file(defn: ImageDefinition) -> Path:
+    return cache_root() / "bootstrap" / f"{cache_key(defn)}.sizes.json"
+
+
+def remember_root_size(defn: ImageDefinition, size: int) -> None:
+    """Note the root image size this package set gave, for the next build's early check."""
+    _sizes_file(defn).write_text(json.dumps({"root_image": size}) + "\n")
+
+
+def remembered_root_size(defn: ImageDefinition) -> int | None:
+    """The root image size an earlier build of this package set gave, if any."""
+    try:
+        return int(json.loads(_sizes_file(defn).read_text())["root_image"])
+    except (OSError, ValueError, KeyError):
+        return None

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from composer import disk, esp, filesystems, finalize, manifest, overlay, render, stage
-from composer.bootstrap import bootstrap
+from composer.bootstrap import bootstrap, remember_root_size, remembered_root_size
 from composer.definition import definition_digest, load_definition
 from composer.errors import KeelError
 from composer.model import ImageDefinition
@@ -74,6 +74,11 @@ def build_image(
     with progress.step("load definition"):
         defn = load_definition(definition)
         digest = definition_digest(defn)
+        # Refuse a root slot too small for this package set before any slow work, when
+        # an earlier build of the same packages tells how big the root image gets.
+        known_root_size = remembered_root_size(defn)
+        if known_root_size is not None:
+            _check_fits(defn, "root", known_root_size, defn.partitions.root, "the root filesystem")
     out = out_dir or build_root() / defn.name / defn.version
     work = out / ".work"
     if work.exists():
@@ -102,6 +107,7 @@ def build_image(
             epoch=epoch,
             fs_uuid=stable_uuid(defn.name, defn.version, "root-fs"),
         )
+        remember_root_size(defn, root_img.stat().st_size)
         _check_fits(
             defn, "root", root_img.stat().st_size, defn.partitions.root, "the root filesystem"
         )

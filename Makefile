@@ -2,7 +2,8 @@
 VENV ?= .venv
 PYTHON ?= python3
 APT_PACKAGES = mmdebstrap erofs-utils dosfstools mtools fdisk e2fsprogs zstd tar \
-	qemu-utils qemu-system-x86 ovmf openssh-client python3-venv make git
+	qemu-utils qemu-system-x86 ovmf openssh-client python3-venv make git \
+	busybox-static
 STAMP = $(VENV)/.keel-installed
 PYTEST_ARGS ?=
 
@@ -38,6 +39,10 @@ lint: setup
 
 bench: setup
 	$(VENV)/bin/python bench/run.py
+
+# Build docker-host, boot it, run a container in it over SSH, leave it running.
+demo: setup
+	$(VENV)/bin/python -m composer.demo
 
 clean:
 	rm -rf build

@@ -1,0 +1,94 @@
+"""Build figures for docker-host: cold build (empty package cache), warm rebuild after
+changing one overlay file, and the sizes of the root image, initrd, qcow2 and bundle.
+
+Usage: python bench/build.py [--warm-runs 3] [--skip-cold] [--json]
+The cold build uses a fresh, temporary package cache so it really downloads and
+installs every package; the warm rebuilds reuse it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from composer import run as commands
+from composer.build import BuildResult, build_image
+from composer.paths import DEFAULT_IMAGE, OVERLAYS_DIR
+
+# Changed (and restored) to measure a rebuild after editing one overlay file.
+TOUCHED_OVERLAY_FILE = OVERLAYS_DIR / "base/etc/ssh/sshd_config.d/keel.conf"
+MIB = 1024 * 1024
+
+
+def timed_build(out: Path) -> tuple[float, BuildResult]:
+    start = time.monotonic()
+    result = build_image(DEFAULT_IMAGE, out_dir=out, quiet=True)
+    return time.monotonic() - start, result
+
+
+def warm_rebuilds(out: Path, runs: int) -> list[float]:
+    original = TOUCHED_OVERLAY_FILE.read_bytes()
+    seconds = []
+    try:
+        for run in range(runs):
+            TOUCHED_OVERLAY_FILE.write_bytes(original + f"# bench edit {run}\n".encode())
+            elapsed, result = timed_build(out)
+            assert result.cached_packages, "a warm rebuild must hit the package cache"
+            seconds.append(elapsed)
+    finally:
+        TOUCHED_OVERLAY_FILE.write_bytes(original)
+    return seconds
+
+
+def artifact_sizes(out: Path) -> dict[str, float]:
+    sizes = {
+        "root_image_mib": out / "payload/root.erofs",
+        "initrd_mib": out / "payload/initrd.img",
+        "qcow2_mib": out / "disk.qcow2",
+    }
+    figures = {name: round(path.stat().st_size / MIB, 1) for name, path in sizes.items()}
+    bundles = sorted((out / "bundle").glob("*.keelbundle")) if (out / "bundle").exists() else []
+    if bundles:
+        figures["bundle_mib"] = round(bundles[0].stat().st_size / MIB, 1)
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--warm-runs", type=int, default=3)
+    parser.add_argument("--skip-cold", action="store_true", help="reuse the normal cache")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    commands.echo_commands = False
+
+    figures: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="keel-bench-build-", dir="build") as scratch:
+        out = Path(scratch) / "docker-host"
+        if not args.skip_cold:
+            os.environ["KEEL_CACHE_DIR"] = str(Path(scratch) / "cache")
+            cold, _ = timed_build(out)
+            figures["cold_build_s"] = round(cold, 1)
+        else:
+            timed_build(out)  # make sure the cache is warm
+        warm = warm_rebuilds(out, args.warm_runs)
+        figures["warm_rebuild_s"] = round(statistics.median(warm), 1)
+        figures["warm_rebuild_runs_s"] = [round(s, 1) for s in warm]
+        figures.update(artifact_sizes(out))
+
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    else:
+        for name, value in figures.items():
+            print(f"{name:<22} {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    Path("build").mkdir(exist_ok=True)
+    sys.exit(main())

@@ -20,7 +20,7 @@ from composer.paths import PROJECT_ROOT
 from composer.vm.accel import choose_accel
 
 # (script, arguments, what it measures); scripts not in the checkout are skipped.
-SCRIPTS = (
+SCRIPTS: tuple[tuple[str, list[str], str], ...] = (
     ("bench/build.py", ["--warm-runs", "3"], "build"),
     ("bench/boot.py", ["--boots", "3"], "boot"),
     ("bench/runtime.py", [], "runtime"),

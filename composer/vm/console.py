@@ -153,7 +153,8 @@ class DebugShell:
             ready = re.compile(rf"KEEL-READY-{token}\r?\n")
             if self._read_until(sock, ready, deadline):
                 script = (
-                    f"echo 'KEEL-''BEGIN-{token}'; {{ {command}\n}} 2>&1 </dev/null; "
+                    # A subshell: `exit` in the command must not end the debug shell.
+                    f"echo 'KEEL-''BEGIN-{token}'; ( {command}\n) 2>&1 </dev/null; "
                     f'echo "KEEL-""END-{token}-$?"\n'
                 )
                 sock.sendall(script.encode())

@@ -5,6 +5,7 @@ nothing is written to the user's known_hosts; the VM's own key is the only ident
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from collections.abc import Callable
@@ -17,6 +18,10 @@ from composer.vm.ports import LOCALHOST
 from composer.vm.vmdir import VmDir
 
 USER = "root"
+
+# While a guest boots or reboots, every probe fails, and paramiko logs each failure with
+# a traceback at ERROR level; the failures reach callers as exceptions anyway.
+logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
 
 
 def write_ssh_config(vm: VmDir, port: int) -> None:

@@ -67,6 +67,8 @@ def test_output_and_exit_status(shell_socket: Path) -> None:
     assert result.output == "hello\nworld\n"
     again = shell.run("printf 'a b\\n'")
     assert (again.exit_status, again.output) == (0, "a b\n")
+    assert shell.run("exit 7").exit_status == 7
+    assert shell.run("echo alive").output == "alive\n"
 
 
 def test_tail_strips_terminal_noise(tmp_path: Path) -> None:

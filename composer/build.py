@@ -9,7 +9,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from composer import disk, esp, filesystems, finalize, manifest, overlay, render, stage
+from composer import bundle, disk, esp, filesystems, finalize, manifest, overlay, render, stage
+from composer import containers, dockertls, provisioning
 from composer.bootstrap import bootstrap, remember_root_size, remembered_root_size
 from composer.definition import definition_digest, load_definition
 from composer.errors import KeelError
@@ -95,6 +96,10 @@ def build_image(
         render.render_templates(defn, tree)
     with progress.step("apply overlays"):
         overlay.apply_overlays(defn, tree)
+    with progress.step("runtime: provisioning config, containers, Docker TLS"):
+        provisioning.bake_config(defn, tree)
+        containers.install_containers(defn, tree)
+        dockertls.install_tls(defn, tree, out / "docker-tls")
     with progress.step("finalize tree"):
         final = finalize.finalize(defn, tree, work)
 
@@ -179,12 +184,14 @@ def build_image(
             payload=payload,
         )
         manifest_path = manifest.write_json(out / "manifest.json", data)
+    with progress.step("write update bundle"):
+        bundle_path = bundle.write_bundle(payload_dir, out / "bundle")
     if not keep_work:
         shutil.rmtree(work)
 
     artifacts = tuple(
         Artifact(
-            p.name if p.parent == out else f"payload/{p.name}",
+            str(p.relative_to(out)),
             p,
             p.stat().st_size,
             manifest.sha256_file(p),
@@ -196,6 +203,7 @@ def build_image(
             payload_dir / "vmlinuz",
             payload_dir / "initrd.img",
             manifest_path,
+            bundle_path,
         )
     )
     return BuildResult(

@@ -90,6 +90,9 @@ def make_parser() -> argparse.ArgumentParser:
     schema = verbs.add_parser("schema", help="print the image definition JSON Schema")
     schema.set_defaults(func=cmd_schema)
 
+    from composer import update_cli
+
+    update_cli.register(verbs)
     try:
         from composer.vm import cli as vm_cli
     except ImportError:  # the VM runner is optional for a build-only checkout

@@ -1,6 +1,7 @@
 """Build step 5: turn the staged tree into an immutable OS image.
 
 - install hostd (the host agent) from this checkout;
+- bake the update policy and the update repository's root of trust (TUF root.json);
 - strip per-machine identity (machine-id, SSH host keys): created on first boot;
 - stamp the image name and version into os-release;
 - take the kernel and initrd out of /boot (they go to the ESP and the slot payload);
@@ -10,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ from composer.model import ImageDefinition
 from composer.paths import PROJECT_ROOT
 
 AGENT_DIR = "usr/lib/keel/python"
+UPDATE_DIR = "usr/lib/keel/update"
 FACTORY_VAR = "usr/share/factory/var"
 
 # Written at build time by package scripts; meaningless (or identity) on a host.
@@ -142,8 +145,39 @@ def _split_var(tree: Path, seed: Path) -> None:
         (tree / mount_point).mkdir(exist_ok=True)
 
 
+def bake_update_trust(defn: ImageDefinition, tree: Path) -> None:
+    """The update policy, and the repository's root metadata if the definition names one:
+    hostd trusts only repositories signed under this root (docs/updates.md)."""
+    from composer import keys
+
+    dest = tree / UPDATE_DIR
+    dest.mkdir(parents=True, exist_ok=True)
+    policy = defn.update
+    document = {
+        "name": defn.name,
+        "architecture": defn.debian.architecture,
+        "repository": policy.repository,
+        "check_interval": policy.check_interval,
+        "reboot": policy.reboot,
+        "window": {
+            "days": list(policy.window.days),
+            "start": policy.window.start,
+            "duration": policy.window.duration,
+        },
+    }
+    (dest / "policy.json").write_text(json.dumps(document, indent=2) + "\n")
+    (dest / "policy.json").chmod(0o644)
+    trust_root = dest / "root.json"
+    trust_root.unlink(missing_ok=True)
+    if policy.root is not None:
+        keys.load_root(policy.root)  # fail the build now, not every update later
+        shutil.copyfile(policy.root, trust_root)
+        trust_root.chmod(0o644)
+
+
 def finalize(defn: ImageDefinition, tree: Path, work: Path) -> Finalized:
     install_agent(tree)
+    bake_update_trust(defn, tree)
     packages = installed_packages(tree)
     _remove_leftovers(tree)
     _stamp_os_release(defn, tree)

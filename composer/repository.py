@@ -1,0 +1,336 @@
+"""An update repository: plain static files laid out the way TUF clients expect.
+
+    metadata/1.root.json, root.json        root metadata (root.json: the newest)
+    metadata/N.targets.json                which bundles exist, their length and sha256
+    metadata/N.snapshot.json               which targets metadata version is current
+    metadata/timestamp.json                which snapshot is current; short-lived
+    targets/NAME/ARCH/SHA256.FILE          the bundles, named by content
+
+Consistent snapshots: every file but timestamp.json is written under a new name and
+never changed afterwards, and timestamp.json is replaced last, so a client that reads
+while `keel publish` runs sees either the old repository or the new one, never a mix.
+Every write goes to a temporary file first and is renamed into place."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from securesystemslib.signer import Signer
+from tuf.api.metadata import (
+    Metadata,
+    MetaFile,
+    Root,
+    Signed,
+    Snapshot,
+    TargetFile,
+    Targets,
+    Timestamp,
+)
+from tuf.api.serialization.json import JSONSerializer
+
+from composer import bundle, keys
+from composer.errors import KeelError
+from composer.manifest import sha256_file
+
+DEFAULT_EXPIRIES: dict[str, timedelta] = {
+    "root": keys.ROOT_LIFETIME,
+    "targets": timedelta(days=90),
+    "snapshot": timedelta(days=7),
+    "timestamp": timedelta(days=1),
+}
+
+_DURATION = re.compile(r"^(-?\d+)([smhdw])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_VERSION = re.compile(r"^[0-9]+(\.[0-9]+)*(-[0-9A-Za-z.]+)?$")
+
+
+def parse_duration(text: str) -> timedelta:
+    """'90d', '12h', '0s', '-1h': zero or negative make metadata that is already expired."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise KeelError(
+            f"not a duration: {text!r}", hint="write a whole number and one of s, m, h, d, w"
+        )
+    return timedelta(seconds=int(match[1]) * _UNIT_SECONDS[match[2]])
+
+
+def parse_expiry(text: str) -> tuple[str, timedelta]:
+    """'timestamp=1d' -> ('timestamp', 1 day), for --expires."""
+    role, sep, duration = text.partition("=")
+    if not sep or role not in keys.ROLES:
+        raise KeelError(
+            f"not an expiry: {text!r}",
+            hint=f"write ROLE=DURATION, ROLE one of {', '.join(keys.ROLES)}",
+        )
+    return role, parse_duration(duration)
+
+
+def version_key(version: str) -> tuple[Any, ...]:
+    """Sort key of an image version ("1.2.10", "2.0-rc1").
+
+    The dotted numbers compare numerically part by part, missing parts count as 0
+    (1.2 == 1.2.0); with equal numbers a version with a suffix comes before the one
+    without (2.0-rc1 < 2.0); suffixes compare dot-separated part by part, numbers
+    numerically and before words."""
+    if not _VERSION.match(version):
+        raise KeelError(f"not an image version: {version!r}")
+    core, _, suffix = version.partition("-")
+    numbers = [int(part) for part in core.split(".")]
+    while len(numbers) > 1 and numbers[-1] == 0:
+        numbers.pop()
+    suffix_key = tuple(
+        (0, int(part), "") if part.isdigit() else (1, 0, part) for part in suffix.split(".")
+    )
+    return (tuple(numbers), 0 if suffix else 1, suffix_key if suffix else ())
+
+
+def target_path(info: bundle.BundleInfo) -> str:
+    """The bundle's name in targets metadata; clients look it up by this path."""
+    return f"{info.name}/{info.architecture}/{info.file_name}"
+
+
+def target_custom(info: bundle.BundleInfo) -> dict[str, Any]:
+    return {
+        "keel": {
+            "name": info.name,
+            "version": info.version,
+            "architecture": info.architecture,
+            "kernel_version": info.kernel_version,
+        }
+    }
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def copy_atomic(source: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
+    try:
+        with os.fdopen(fd, "wb") as out, source.open("rb") as src:
+            shutil.copyfileobj(src, out, 4 * 1024 * 1024)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(dest.parent)
+
+
+def find_bundle(artifact: Path) -> Path:
+    """A .keelbundle file, or the one in a build output folder's bundle/."""
+    if artifact.is_file():
+        return artifact
+    if artifact.is_dir():
+        found = sorted((artifact / "bundle").glob(f"*{bundle.BUNDLE_SUFFIX}"))
+        if len(found) == 1:
+            return found[0]
+        raise KeelError(
+            f"{artifact}: expected one bundle in {artifact / 'bundle'}, found {len(found)}",
+            hint="pass the .keelbundle file itself, or a folder `keel build` wrote",
+        )
+    raise KeelError(f"{artifact}: no such file or folder")
+
+
+@dataclass(frozen=True)
+class Published:
+    target_path: str
+    stored_at: Path
+    version: str
+    targets_version: int
+    snapshot_version: int
+    timestamp_version: int
+
+
+class Repository:
+    """The files of one repository, read and written through TUF's Metadata API."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.metadata_dir = path / "metadata"
+        self.targets_dir = path / "targets"
+
+    def exists(self) -> bool:
+        return (self.metadata_dir / "root.json").is_file()
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """One publisher at a time: two would both take the same next version numbers."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with (self.path / ".publish.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def create(self, root_metadata: Path) -> None:
+        root = keys.load_root(root_metadata)
+        data = root_metadata.read_bytes()
+        write_atomic(self.metadata_dir / f"{root.signed.version}.root.json", data)
+        write_atomic(self.metadata_dir / "root.json", data)
+
+    def root(self) -> Metadata[Root]:
+        return keys.load_root(self.metadata_dir / "root.json")
+
+    def _read(self, filename: str, role: type[Signed]) -> Metadata[Any]:
+        path = self.metadata_dir / filename
+        metadata: Metadata[Any] = Metadata.from_bytes(path.read_bytes())
+        if not isinstance(metadata.signed, role):
+            raise KeelError(f"{path} is not {role.type} metadata")
+        return metadata
+
+    def current(self) -> tuple[Metadata[Timestamp], Metadata[Snapshot], Metadata[Targets]] | None:
+        """The published state, found the way a client finds it: from timestamp.json."""
+        if not (self.metadata_dir / "timestamp.json").exists():
+            return None
+        timestamp: Metadata[Timestamp] = self._read("timestamp.json", Timestamp)
+        snapshot_version = timestamp.signed.snapshot_meta.version
+        snapshot: Metadata[Snapshot] = self._read(f"{snapshot_version}.snapshot.json", Snapshot)
+        targets_version = snapshot.signed.meta["targets.json"].version
+        targets: Metadata[Targets] = self._read(f"{targets_version}.targets.json", Targets)
+        return timestamp, snapshot, targets
+
+    def write(self, metadata: Metadata[Any], *, versioned: bool) -> bytes:
+        data = metadata.to_bytes(JSONSerializer(compact=False))
+        role = metadata.signed.type
+        name = f"{metadata.signed.version}.{role}.json" if versioned else f"{role}.json"
+        write_atomic(self.metadata_dir / name, data)
+        return data
+
+    def stored_target(self, target: TargetFile) -> Path:
+        """Where a target's bytes live: prefixed with their sha256 (consistent snapshot)."""
+        return self.targets_dir / target.get_prefixed_paths()[0]
+
+
+def newest_version(targets: Targets, name: str, architecture: str) -> str | None:
+    versions = [
+        target.custom["keel"]["version"]
+        for target in targets.targets.values()
+        if isinstance(target.custom, dict)
+        and target.custom.get("keel", {}).get("name") == name
+        and target.custom.get("keel", {}).get("architecture") == architecture
+    ]
+    return max(versions, key=version_key, default=None)
+
+
+def _sign(metadata: Metadata[Any], signer: Signer, expires: datetime, *, first: bool) -> None:
+    """Sign a new version of metadata (version 1 if it is the first one)."""
+    if not first:
+        metadata.signed.version += 1
+    metadata.signed.expires = expires
+    metadata.sign(signer)
+
+
+def publish(
+    repo_dir: Path,
+    artifact: Path,
+    key_dir: Path,
+    *,
+    expiries: Mapping[str, timedelta] | None = None,
+    force: bool = False,
+    now: datetime | None = None,
+) -> Published:
+    """Add the bundle to the repository (created from key_dir/root.json on first use),
+    sign new targets, snapshot and timestamp metadata, and return what was written.
+
+    expiries: per role, how long the new metadata stays valid (DEFAULT_EXPIRIES for the
+    rest). Giving one for root also re-signs root as a new version with that expiry.
+    force: publish even if the version is not newer than the newest published one."""
+    lifetimes = {**DEFAULT_EXPIRIES, **(expiries or {})}
+    issued = now or datetime.now(UTC)
+    source = find_bundle(artifact)
+    info = bundle.verify_bundle(source)
+    repo = Repository(repo_dir)
+    with repo.locked():
+        if not repo.exists():
+            repo.create(key_dir / keys.ROOT_METADATA)
+        root = repo.root()
+        signers = {role: keys.load_signer(key_dir, role, root.signed) for role in keys.ROLES}
+        state = repo.current()
+        first = state is None
+        if state is None:
+            timestamp, snapshot, targets = (
+                Metadata(Timestamp()),
+                Metadata(Snapshot(meta={})),
+                Metadata(Targets()),
+            )
+        else:
+            timestamp, snapshot, targets = state
+
+        newest = newest_version(targets.signed, info.name, info.architecture)
+        if newest is not None and not force and version_key(info.version) <= version_key(newest):
+            raise KeelError(
+                f"{info.name} {info.version} ({info.architecture}) is not newer than "
+                f"{newest}, the newest version in {repo_dir}",
+                hint="raise `version` in the image definition and build again, "
+                "or pass --force to publish it anyway",
+            )
+        if expiries and "root" in expiries:
+            _sign(root, signers["root"], issued + lifetimes["root"], first=False)
+            repo.write(root, versioned=True)
+            repo.write(root, versioned=False)
+
+        with source.open("rb") as handle:
+            target = TargetFile.from_data(target_path(info), handle, ["sha256"])
+        target.unrecognized_fields["custom"] = target_custom(info)
+        stored = repo.stored_target(target)
+        # Named by content: an existing file is the same bundle, unless it was damaged.
+        if not stored.exists() or sha256_file(stored) != target.hashes["sha256"]:
+            copy_atomic(source, stored)
+        targets.signed.targets[target.path] = target
+
+        # Order matters: each file is in place before the one that points to it.
+        _sign(targets, signers["targets"], issued + lifetimes["targets"], first=first)
+        targets_bytes = repo.write(targets, versioned=True)
+        snapshot.signed.meta["targets.json"] = MetaFile.from_data(
+            targets.signed.version, targets_bytes, ["sha256"]
+        )
+        _sign(snapshot, signers["snapshot"], issued + lifetimes["snapshot"], first=first)
+        snapshot_bytes = repo.write(snapshot, versioned=True)
+        timestamp.signed.snapshot_meta = MetaFile.from_data(
+            snapshot.signed.version, snapshot_bytes, ["sha256"]
+        )
+        _sign(timestamp, signers["timestamp"], issued + lifetimes["timestamp"], first=first)
+        repo.write(timestamp, versioned=False)
+
+    return Published(
+        target.path,
+        stored,
+        info.version,
+        targets.signed.version,
+        snapshot.signed.version,
+        timestamp.signed.version,
+    )

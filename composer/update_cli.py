@@ -1,0 +1,94 @@
+"""The update verbs of `keel`: keygen, publish, serve (see docs/updates.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from composer import run
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from composer import keys
+
+    created = keys.generate_keys(args.out)
+    for role, path in created.private_keys.items():
+        print(f"{role:<9}  {path}")
+    print(f"root.json  {created.root_metadata}")
+    print(
+        f"\nkeep {args.out} secret; bake {created.root_metadata} into images with "
+        "update.root in the image definition",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from composer import repository
+
+    run.echo_commands = False
+    expiries = dict(repository.parse_expiry(text) for text in args.expires)
+    published = repository.publish(
+        args.repo, args.artifact, args.keys, expiries=expiries, force=args.force
+    )
+    result: dict[str, Any] = {
+        "target": published.target_path,
+        "file": str(published.stored_at),
+        "version": published.version,
+        "metadata_versions": {
+            "targets": published.targets_version,
+            "snapshot": published.snapshot_version,
+            "timestamp": published.timestamp_version,
+        },
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(
+            f"published {published.target_path} (targets v{published.targets_version}, "
+            f"snapshot v{published.snapshot_version}, timestamp v{published.timestamp_version})"
+        )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from composer import serve
+
+    serve.serve_forever(args.repo, args.bind, args.port)
+    return 0
+
+
+def register(verbs: Any) -> None:
+    """Add keygen, publish and serve to keel's subcommands (an argparse subparsers)."""
+    keygen = verbs.add_parser("keygen", help="create update signing keys and root metadata")
+    keygen.add_argument("--out", type=Path, required=True, help="folder for the keys and root.json")
+    keygen.set_defaults(func=cmd_keygen)
+
+    publish = verbs.add_parser("publish", help="add a build's update bundle to a repository")
+    publish.add_argument(
+        "artifact", type=Path, help="build output folder (build/NAME/VERSION) or .keelbundle"
+    )
+    publish.add_argument("--repo", type=Path, required=True, help="repository folder")
+    publish.add_argument("--keys", type=Path, required=True, help="folder written by `keel keygen`")
+    publish.add_argument(
+        "--expires",
+        action="append",
+        default=[],
+        metavar="ROLE=DURATION",
+        help="lifetime of new metadata, e.g. timestamp=1d (defaults: root=365d, "
+        "targets=90d, snapshot=7d, timestamp=1d); 0s or negative: already expired",
+    )
+    publish.add_argument(
+        "--force", action="store_true", help="publish even if the version is not newer"
+    )
+    publish.add_argument("--json", action="store_true", help="print the result as JSON")
+    publish.set_defaults(func=cmd_publish)
+
+    serve = verbs.add_parser("serve", help="serve a repository over HTTP on loopback")
+    serve.add_argument("--repo", type=Path, required=True, help="repository folder")
+    serve.add_argument("--bind", default="127.0.0.1", help="loopback address (default %(default)s)")
+    serve.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (default)")
+    serve.set_defaults(func=cmd_serve)

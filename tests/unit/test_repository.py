@@ -1,0 +1,251 @@
+"""keel publish + keel serve, checked with the client hosts use (python-tuf ngclient)
+over HTTP on loopback: real keys, real signatures, small fake bundles."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from tuf.api import exceptions
+from tuf.api.metadata import Metadata, Targets
+from tuf.ngclient import Updater
+
+from composer import bundle, keys, repository, serve
+from composer.errors import KeelError
+from tests.unit.test_bundle import bundle_of, fake_build
+
+
+@pytest.fixture
+def key_dir(tmp_path: Path) -> Path:
+    keys.generate_keys(tmp_path / "keys")
+    return tmp_path / "keys"
+
+
+@pytest.fixture
+def repo(tmp_path: Path, key_dir: Path) -> Path:
+    """A repository with demo 1.0.0 and 1.1.0 published."""
+    for version in ("1.0.0", "1.1.0"):
+        repository.publish(tmp_path / "repo", fake_build(tmp_path / "builds", version), key_dir)
+    return tmp_path / "repo"
+
+
+@pytest.fixture
+def url(repo: Path) -> Iterator[str]:
+    with serve.serving(repo) as served:
+        yield served
+
+
+def client(url: str, trust_root: Path, state: Path) -> Updater:
+    """An updater set up the way hostd sets one up: the baked root.json as bootstrap."""
+    (state / "metadata").mkdir(parents=True, exist_ok=True)
+    return Updater(
+        metadata_dir=str(state / "metadata"),
+        metadata_base_url=f"{url}metadata/",
+        target_dir=str(state / "downloads"),
+        target_base_url=f"{url}targets/",
+        bootstrap=trust_root.read_bytes(),
+    )
+
+
+def newest_target(updater: Updater, metadata_dir: Path) -> str:
+    """What hostd does to find the newest version: refresh, then read the verified
+    targets metadata ngclient keeps in its metadata folder."""
+    updater.refresh()
+    targets = Metadata[Targets].from_file(str(metadata_dir / "targets.json")).signed
+    mine = {
+        path: target.custom["keel"]["version"]
+        for path, target in targets.targets.items()
+        if target.custom["keel"]["name"] == "demo"
+        and target.custom["keel"]["architecture"] == "x86-64"
+    }
+    return max(mine, key=lambda path: repository.version_key(mine[path]))
+
+
+def test_client_downloads_and_verifies_newest_bundle(
+    url: str, key_dir: Path, tmp_path: Path
+) -> None:
+    updater = client(url, key_dir / "root.json", tmp_path / "host")
+    path = newest_target(updater, tmp_path / "host/metadata")
+    assert path == "demo/x86-64/demo-1.1.0-x86-64.keelbundle"
+    info = updater.get_targetinfo(path)
+    assert info is not None
+    assert info.custom == {
+        "keel": {
+            "name": "demo",
+            "version": "1.1.0",
+            "architecture": "x86-64",
+            "kernel_version": "6.1.0-test-amd64",
+        }
+    }
+    downloaded = Path(updater.download_target(info))
+    assert downloaded.read_bytes() == bundle_of(tmp_path / "builds/demo/1.1.0").read_bytes()
+    assert bundle.verify_bundle(downloaded).version == "1.1.0"
+    # Earlier versions stay listed (a host on 1.0.0 may still need to find its own).
+    assert updater.get_targetinfo("demo/x86-64/demo-1.0.0-x86-64.keelbundle") is not None
+
+
+def test_repository_layout_uses_consistent_snapshots(repo: Path) -> None:
+    names = sorted(p.name for p in (repo / "metadata").iterdir())
+    assert names == [
+        "1.root.json",
+        "1.snapshot.json",
+        "1.targets.json",
+        "2.snapshot.json",
+        "2.targets.json",
+        "root.json",
+        "timestamp.json",
+    ]
+    stored = sorted(p.name for p in (repo / "targets/demo/x86-64").iterdir())
+    assert len(stored) == 2
+    for name in stored:
+        sha256, _, file_name = name.partition(".")
+        assert len(sha256) == 64
+        assert file_name.startswith("demo-1.")
+    timestamp = json.loads((repo / "metadata/timestamp.json").read_text())["signed"]
+    assert timestamp["version"] == 2
+    assert timestamp["meta"]["snapshot.json"]["version"] == 2
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_tampered_bundle_is_refused(
+    repo: Path, url: str, key_dir: Path, tmp_path: Path, damage: str
+) -> None:
+    (stored,) = (repo / "targets/demo/x86-64").glob("*demo-1.1.0-x86-64.keelbundle")
+    data = bytearray(stored.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0x01
+    else:
+        del data[len(data) // 2 :]
+    stored.write_bytes(bytes(data))
+    updater = client(url, key_dir / "root.json", tmp_path / "host")
+    info = updater.get_targetinfo("demo/x86-64/demo-1.1.0-x86-64.keelbundle")
+    assert info is not None
+    with pytest.raises((exceptions.RepositoryError, exceptions.DownloadError)):
+        updater.download_target(info)
+    assert not list((tmp_path / "host/downloads").glob("*"))
+
+
+def test_expired_timestamp_is_refused(repo: Path, url: str, key_dir: Path, tmp_path: Path) -> None:
+    repository.publish(
+        repo,
+        fake_build(tmp_path / "builds", "1.2.0"),
+        key_dir,
+        expiries={"timestamp": timedelta(0)},
+    )
+    updater = client(url, key_dir / "root.json", tmp_path / "host")
+    with pytest.raises(exceptions.ExpiredMetadataError):
+        updater.refresh()
+
+
+def test_metadata_signed_by_other_keys_is_refused(url: str, tmp_path: Path) -> None:
+    other = keys.generate_keys(tmp_path / "other").root_metadata
+    updater = client(url, other, tmp_path / "host")
+    with pytest.raises(exceptions.UnsignedMetadataError):
+        updater.refresh()
+
+
+def test_publishing_with_other_keys_is_refused(repo: Path, tmp_path: Path) -> None:
+    keys.generate_keys(tmp_path / "other")
+    before = sorted(p.name for p in (repo / "metadata").iterdir())
+    with pytest.raises(KeelError, match=r"not a .* key of this repository"):
+        repository.publish(repo, fake_build(tmp_path / "builds", "2.0.0"), tmp_path / "other")
+    assert sorted(p.name for p in (repo / "metadata").iterdir()) == before
+
+
+def test_older_or_same_version_is_refused_unless_forced(
+    repo: Path, key_dir: Path, tmp_path: Path
+) -> None:
+    older = fake_build(tmp_path / "older", "1.0.5")
+    with pytest.raises(KeelError, match=r"1\.0\.5 \(x86-64\) is not newer than 1\.1\.0"):
+        repository.publish(repo, older, key_dir)
+    with pytest.raises(KeelError, match="is not newer"):
+        repository.publish(repo, bundle_of(tmp_path / "builds/demo/1.1.0"), key_dir)
+    published = repository.publish(repo, older, key_dir, force=True)
+    assert published.targets_version == 3
+
+
+def test_other_image_name_has_its_own_version_line(
+    repo: Path, key_dir: Path, tmp_path: Path
+) -> None:
+    other = fake_build(tmp_path / "builds", "0.1.0", name="other")
+    published = repository.publish(repo, other, key_dir)
+    assert published.target_path == "other/x86-64/other-0.1.0-x86-64.keelbundle"
+
+
+def test_root_can_be_re_signed_with_new_expiry(
+    repo: Path, url: str, key_dir: Path, tmp_path: Path
+) -> None:
+    repository.publish(
+        repo,
+        fake_build(tmp_path / "builds", "1.2.0"),
+        key_dir,
+        expiries={"root": timedelta(days=730)},
+    )
+    assert (repo / "metadata/2.root.json").is_file()
+    # A host that baked version 1 follows the chain to version 2.
+    updater = client(url, key_dir / "root.json", tmp_path / "host")
+    updater.refresh()
+    cached = Metadata.from_file(str(tmp_path / "host/metadata/root.json"))
+    assert cached.signed.version == 2
+
+
+def test_damaged_bundle_is_not_published(key_dir: Path, tmp_path: Path) -> None:
+    path = bundle_of(fake_build(tmp_path / "builds"))
+    path.write_bytes(path.read_bytes()[:-20000])
+    with pytest.raises(KeelError):
+        repository.publish(tmp_path / "repo", path, key_dir)
+    assert not (tmp_path / "repo/metadata/timestamp.json").exists()
+
+
+def test_serve_answers_on_loopback_only(repo: Path) -> None:
+    with serve.serving(repo) as served:
+        assert served.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(f"{served}metadata/timestamp.json") as response:
+            assert json.load(response)["signed"]["_type"] == "timestamp"
+    with pytest.raises(KeelError, match="loopback only"):
+        serve.make_server(repo, bind="0.0.0.0")
+
+
+@pytest.mark.parametrize(
+    ("older", "newer"),
+    [
+        ("1.0.0", "1.0.1"),
+        ("1.9.0", "1.10.0"),
+        ("1.2", "1.2.1"),
+        ("2.0-rc1", "2.0"),
+        ("2.0-rc1", "2.0-rc2"),
+        ("2.0-rc.2", "2.0-rc.10"),
+        ("9", "10.0"),
+    ],
+)
+def test_versions_compare_numerically_part_by_part(older: str, newer: str) -> None:
+    assert repository.version_key(older) < repository.version_key(newer)
+
+
+def test_equal_versions_compare_equal() -> None:
+    assert repository.version_key("1.2") == repository.version_key("1.2.0")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("90d", timedelta(days=90)),
+        ("12h", timedelta(hours=12)),
+        ("0s", timedelta(0)),
+        ("-1h", timedelta(hours=-1)),
+        ("2w", timedelta(weeks=2)),
+    ],
+)
+def test_durations(text: str, expected: timedelta) -> None:
+    assert repository.parse_duration(text) == expected
+
+
+def test_bad_expiry_is_refused() -> None:
+    with pytest.raises(KeelError, match="ROLE=DURATION"):
+        repository.parse_expiry("bundle=1d")
+    with pytest.raises(KeelError, match="not a duration"):
+        repository.parse_expiry("timestamp=1 day")

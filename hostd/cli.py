@@ -1,8 +1,202 @@
-"""keelctl: the host-side command line (filled in by the update work)."""
+"""keelctl: the host's command line; every verb is a request to hostd's API."""
 
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import socket
 import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from hostd.api import SOCKET
+
+
+class ApiError(Exception):
+    pass
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(str(self.socket_path))
+        self.sock = sock
+
+
+def call(
+    method: str, path: str, body: dict[str, Any] | None = None, socket_path: Path = SOCKET
+) -> Any:
+    # Writing a slot takes minutes on slow disks (and under emulation); wait for it.
+    connection = _UnixConnection(socket_path, timeout=3600)
+    try:
+        payload = json.dumps(body or {}).encode()
+        connection.request(method, path, body=payload, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        data = json.loads(response.read() or b"null")
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise ApiError(
+            f"hostd is not running (no {socket_path}); `systemctl status keel-hostd`"
+        ) from None
+    finally:
+        connection.close()
+    if response.status != 200:
+        raise ApiError(
+            data.get("error", f"HTTP {response.status}") if isinstance(data, dict) else str(data)
+        )
+    return data
+
+
+def _when(at: float | None) -> str:
+    return datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S") if at else "-"
+
+
+def show_status(status: dict[str, Any]) -> str:
+    booted, other = status["booted"], status["other"]
+    lines = [
+        f"image:    {status['image']} ({status['architecture']})",
+        f"booted:   {booted['version']} from slot {booted['slot']} ({booted['state']})",
+        f"other:    slot {other['slot']}: "
+        + (f"{other['version']} ({other['state']})" if other["version"] else "empty"),
+    ]
+    if other.get("failed"):
+        lines.append(f"          failed: {other['failed']}")
+    phase = status["phase"]
+    if phase != "idle":
+        progress = status.get("progress") or {}
+        done = (
+            f" {progress['done'] * 100 // max(progress['total'], 1)}%"
+            if progress.get("total")
+            else ""
+        )
+        lines.append(f"update:   {phase} {status.get('target_version') or ''}{done}")
+    last = status.get("last_result")
+    if last:
+        lines.append(f"last:     {last['result']} {last['version'] or ''} at {_when(last['at'])}")
+        lines.append(f"          {last['reason']}")
+    for version, reason in (status.get("failed_versions") or {}).items():
+        lines.append(f"skipped:  {version}: {reason}")
+    policy = status.get("policy")
+    if isinstance(policy, dict):
+        window = policy["window"]
+        lines.append(
+            f"policy:   repository {policy['repository'] or '(none)'}, check every "
+            f"{policy['check_interval']}, reboot {policy['reboot']}"
+            + (
+                f" ({','.join(window['days'])} {window['start']} for {window['duration']})"
+                if policy["reboot"] == "window"
+                else ""
+            )
+        )
+    else:
+        lines.append(f"policy:   {policy}")
+    return "\n".join(lines)
+
+
+def cmd_status(args: argparse.Namespace) -> Any:
+    status = call("GET", "/v1/status")
+    return status if args.json else show_status(status)
+
+
+def cmd_check(args: argparse.Namespace) -> Any:
+    result = call("POST", "/v1/check")
+    if args.json:
+        return result
+    if result["available"]:
+        return f"{result['available']} is available (booted: {result['booted']})"
+    return f"up to date ({result['booted']})"
+
+
+def cmd_update(args: argparse.Namespace) -> Any:
+    bundle = str(Path(args.bundle).resolve()) if args.bundle else None
+    result = call(
+        "POST", "/v1/update", {"bundle": bundle, "metadata": args.metadata, "reboot": args.reboot}
+    )
+    if args.json:
+        return result
+    if result["result"] == "up-to-date":
+        return f"up to date ({result['version']})"
+    then = (
+        "rebooting now"
+        if result.get("rebooting")
+        else "reboot to start it (`keelctl update --reboot` or the policy)"
+    )
+    return f"{result['version']} {result['result']}; {then}"
+
+
+def cmd_rollback(args: argparse.Namespace) -> Any:
+    result = call("POST", "/v1/rollback", {"reboot": not args.no_reboot})
+    if args.json:
+        return result
+    return f"next boot: {result['to']}" + ("; rebooting now" if result["rebooting"] else "")
+
+
+def cmd_history(args: argparse.Namespace) -> Any:
+    events = call("GET", "/v1/history")
+    if args.json:
+        return events
+    lines = []
+    for event in events:
+        detail = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("at", "event") and v)
+        lines.append(f"{_when(event.get('at'))}  {event.get('event', '?'):<11} {detail}")
+    return "\n".join(lines) or "no update events yet"
+
+
+VERBS: dict[str, Callable[[argparse.Namespace], Any]] = {
+    "status": cmd_status,
+    "check": cmd_check,
+    "update": cmd_update,
+    "rollback": cmd_rollback,
+    "history": cmd_history,
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="keelctl", description="Keel host: updates and rollback")
+    verbs = top.add_subparsers(dest="verb", required=True)
+    for name, text in (
+        ("status", "booted and other slot, update state, last result, policy"),
+        ("check", "ask the update repository for a newer version"),
+        ("update", "install the newest version (or --bundle FILE) into the other slot"),
+        ("rollback", "boot the other slot's version next (data on /var is kept)"),
+        ("history", "update events on this host"),
+    ):
+        verb = verbs.add_parser(name, help=text, description=text)
+        verb.add_argument("--json", action="store_true", help="print JSON")
+        if name == "update":
+            verb.add_argument(
+                "--bundle", metavar="FILE",
+                help="a .keelbundle file (offline); it must be listed in the repository's "
+                "signed targets metadata, read from --metadata or the policy's repository",
+            )  # fmt: skip
+            verb.add_argument(
+                "--metadata", metavar="URL",
+                help="repository to verify against: http(s)://... or file:///path (a copy "
+                "of the repository, e.g. on removable media); default: the policy's",
+            )  # fmt: skip
+            verb.add_argument("--reboot", action="store_true", help="reboot into it when installed")
+        if name == "rollback":
+            verb.add_argument("--no-reboot", action="store_true", help="only switch, reboot later")
+    return top
 
 
 def main(argv: list[str] | None = None) -> int:
-    print("keelctl: no commands yet; hostd arrives with the update work", file=sys.stderr)
-    return 2
+    args = parser().parse_args(argv)
+    try:
+        result = VERBS[args.verb](args)
+    except ApiError as error:
+        print(f"keelctl {args.verb}: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2) if not isinstance(result, str) else result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""The ESP as hostd changes it: per-slot kernel and initrd, and loader entries with
+boot counters (naming in hostd/bootentry.py, shared with the composer).
+
+Crash safety rests on two rules:
+- a slot's entries are removed (and the removal synced) before a byte of the slot is
+  written, so a half-written slot is never booted;
+- every file is written under a temporary name, synced, then renamed, and the entry
+  goes last, so systemd-boot never sees an entry whose kernel is missing or partial.
+FAT has no atomic rename in the POSIX sense, but a rename is one directory update,
+and systemd-boot ignores files that do not end in .conf, so a cut mid-way leaves
+either the old name or the new one."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hostd import bootentry
+from hostd.bundle_reader import Part, check_digest
+from hostd.state import fsync_dir
+
+ESP = Path("/efi")
+EFIVARS = Path("/sys/firmware/efi/efivars")
+LOADER_GUID = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"
+_ENTRY = re.compile(
+    r"^keel-(?P<version>.+)-(?P<slot>[ab])(?:\+(?P<left>[0-9]+)(?:-(?P<done>[0-9]+))?)?\.conf$"
+)
+
+
+class EspError(Exception):
+    pass
+
+
+def version_key(version: str) -> tuple[tuple[int, int, str], ...]:
+    """Order versions the way people (and systemd-boot) read them: 1.10 > 1.9 > 1.9rc1."""
+    parts = re.findall(r"[0-9]+|[A-Za-z]+", version)
+    return tuple((1, int(p), "") if p.isdigit() else (0, 0, p) for p in parts)
+
+
+def is_newer(candidate: str, than: str) -> bool:
+    return version_key(candidate) > version_key(than)
+
+
+@dataclass(frozen=True)
+class Entry:
+    filename: str
+    version: str
+    slot: str
+    left: int | None  # tries left; None: blessed (no counter)
+    done: int | None
+
+    @property
+    def state(self) -> str:
+        """good (blessed), bad (out of tries), pending (never tried) or trying."""
+        if self.left is None:
+            return "good"
+        if self.left == 0:
+            return "bad"
+        return "trying" if self.done else "pending"
+
+
+def parse_entry(filename: str) -> Entry | None:
+    match = _ENTRY.match(filename)
+    if not match:
+        return None
+    left, done = match.group("left"), match.group("done")
+    return Entry(
+        filename,
+        match.group("version"),
+        match.group("slot"),
+        int(left) if left is not None else None,
+        int(done) if done is not None else None,
+    )
+
+
+class EspTree:
+    """One mounted ESP (tests pass a tmp dir)."""
+
+    def __init__(self, root: Path = ESP) -> None:
+        self.root = root
+        self.entries_dir = root / "loader/entries"
+
+    def entries(self) -> list[Entry]:
+        try:
+            names = sorted(os.listdir(self.entries_dir))
+        except FileNotFoundError:
+            return []
+        return [e for e in (parse_entry(n) for n in names) if e is not None]
+
+    def slot_entries(self, slot: str) -> list[Entry]:
+        return [e for e in self.entries() if e.slot == slot]
+
+    def slot_entry(self, slot: str) -> Entry | None:
+        """The entry that boots slot (the newest, should there be several)."""
+        found = self.slot_entries(slot)
+        return max(found, key=lambda e: version_key(e.version)) if found else None
+
+    def remove_slot_entries(self, slot: str) -> list[str]:
+        """Make slot unbootable before it is overwritten; returns the removed names."""
+        removed = []
+        for entry in self.slot_entries(slot):
+            (self.entries_dir / entry.filename).unlink()
+            removed.append(entry.filename)
+        if removed:
+            fsync_dir(self.entries_dir)
+        return removed
+
+    def remove_slot_boot_files(self, slot: str) -> None:
+        """Free the ESP space of a slot whose entries are gone (FAT is small)."""
+        for rel in (bootentry.kernel_path(slot), bootentry.initrd_path(slot)):
+            path = self.root / rel.lstrip("/")
+            path.unlink(missing_ok=True)
+
+    def install_boot_file(self, rel: str, stream: Iterable[bytes], part: Part) -> None:
+        """Write kernel or initrd under a temporary name, verify, sync, rename."""
+        dest = self.root / rel.lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        temporary = dest.with_name(f"{dest.name}.new")
+        digest = hashlib.sha256()
+        length = 0
+        with temporary.open("wb") as handle:
+            for block in stream:
+                handle.write(block)
+                digest.update(block)
+                length += len(block)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            check_digest(part, length, digest.hexdigest())
+        except Exception:
+            temporary.unlink(missing_ok=True)
+            raise
+        os.replace(temporary, dest)
+        fsync_dir(dest.parent)
+
+    def write_entry(self, entry: bootentry.BootEntry, tries: int = bootentry.DEFAULT_TRIES) -> str:
+        """Install a loader entry with a fresh tries counter, atomically."""
+        self.entries_dir.mkdir(parents=True, exist_ok=True)
+        name = bootentry.entry_filename(entry.version, entry.slot, tries)
+        # Not *.conf while it is being written: systemd-boot only reads *.conf.
+        temporary = self.entries_dir / f".{name}.tmp"
+        with temporary.open("w") as handle:
+            handle.write(entry.render())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.entries_dir / name)
+        fsync_dir(self.entries_dir)
+        return name
+
+    def mark_bad(self, entry: Entry) -> str:
+        """Rename to +0-DONE: systemd-boot sorts it last and boots another entry."""
+        name = f"keel-{entry.version}-{entry.slot}+0-{entry.done or 0}.conf"
+        if name != entry.filename:
+            os.replace(self.entries_dir / entry.filename, self.entries_dir / name)
+            fsync_dir(self.entries_dir)
+        return name
+
+    def free_bytes(self) -> int:
+        stats = os.statvfs(self.root)
+        return stats.f_bavail * stats.f_frsize
+
+    def sync(self) -> None:
+        fsync_dir(self.root)
+
+
+def read_efi_string(name: str, efivars: Path = EFIVARS) -> str | None:
+    """A systemd-boot variable (UTF-16LE after 4 attribute bytes), or None if unset."""
+    try:
+        raw = (efivars / f"{name}-{LOADER_GUID}").read_bytes()
+    except OSError:
+        return None
+    return raw[4:].decode("utf-16-le", errors="replace").rstrip("\0")
+
+
+def booted_entry_counting(efivars: Path = EFIVARS) -> bool:
+    """Whether systemd-boot started this boot from an entry with a tries counter."""
+    return read_efi_string("LoaderBootCountPath", efivars) is not None

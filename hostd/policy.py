@@ -1,0 +1,135 @@
+"""The update policy: where to look for updates, how often, and when to reboot.
+
+The image carries /usr/lib/keel/update/policy.json (from the definition's `update`
+section); /etc/keel/update.json on a host overrides any of its keys, so an operator
+can change the policy without a new image."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+IMAGE_POLICY = Path("/usr/lib/keel/update/policy.json")
+HOST_POLICY = Path("/etc/keel/update.json")
+REBOOT_STRATEGIES = ("immediate", "window", "manual")
+DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_DURATION = re.compile(r"^([0-9]+)(s|min|h|d)$")
+_UNIT_SECONDS = {"s": 1, "min": 60, "h": 3600, "d": 86400}
+
+
+class PolicyError(Exception):
+    pass
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in a span written as in image definitions: 30s, 10min, 6h, 1d."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise PolicyError(f"{text!r} is not a duration such as 30s, 10min, 6h or 1d")
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+@dataclass(frozen=True)
+class Window:
+    days: tuple[str, ...] = DAYS
+    start: str = "02:00"
+    duration: str = "2h"
+
+    def contains(self, now: datetime) -> bool:
+        """Whether now (local time) falls in a window that opened on one of the days.
+
+        A window may run past midnight (Sat 23:00 for 3h ends Sun 02:00), so the
+        windows that opened yesterday count too."""
+        hours, minutes = (int(part) for part in self.start.split(":"))
+        length = timedelta(seconds=parse_duration(self.duration))
+        for days_back in range(0, 1 + length.days + 1):
+            day = now - timedelta(days=days_back)
+            if DAYS[day.weekday()] not in self.days:
+                continue
+            opens = day.replace(hour=hours, minute=minutes, second=0, microsecond=0)
+            if opens <= now < opens + length:
+                return True
+        return False
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str = ""
+    architecture: str = ""
+    repository: str = ""
+    check_interval: str = "6h"
+    reboot: str = "manual"
+    window: Window = Window()
+
+    def check_seconds(self) -> int:
+        return parse_duration(self.check_interval)
+
+    def may_reboot(self, now: datetime) -> bool:
+        """Whether an installed update may reboot the host on its own now."""
+        if self.reboot == "immediate":
+            return True
+        if self.reboot == "window":
+            return self.window.contains(now)
+        return False
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def policy_from(data: dict[str, Any]) -> Policy:
+    window = data.get("window") or {}
+    policy = Policy(
+        name=str(data.get("name", "")),
+        architecture=str(data.get("architecture", "")),
+        repository=str(data.get("repository", "")),
+        check_interval=str(data.get("check_interval", "6h")),
+        reboot=str(data.get("reboot", "manual")),
+        window=Window(
+            days=tuple(window.get("days", DAYS)),
+            start=str(window.get("start", "02:00")),
+            duration=str(window.get("duration", "2h")),
+        ),
+    )
+    _validate(policy)
+    return policy
+
+
+def _validate(policy: Policy) -> None:
+    if policy.reboot not in REBOOT_STRATEGIES:
+        raise PolicyError(
+            f"reboot is {policy.reboot!r}; choose one of {', '.join(REBOOT_STRATEGIES)}"
+        )
+    parse_duration(policy.check_interval)
+    parse_duration(policy.window.duration)
+    unknown = [day for day in policy.window.days if day not in DAYS]
+    if unknown:
+        raise PolicyError(f"window.days has {', '.join(unknown)}; days are {', '.join(DAYS)}")
+    if not re.match(r"^([01][0-9]|2[0-3]):[0-5][0-9]$", policy.window.start):
+        raise PolicyError(f"window.start is {policy.window.start!r}; write a time as HH:MM")
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except ValueError as error:
+        raise PolicyError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise PolicyError(f"{path} must hold a JSON object")
+    return data
+
+
+def load_policy(image: Path = IMAGE_POLICY, host: Path = HOST_POLICY) -> Policy:
+    """The image's policy with the host's overrides; the window merges key by key."""
+    data = _read(image)
+    overrides = _read(host)
+    window = {**(data.get("window") or {}), **(overrides.get("window") or {})}
+    try:
+        return policy_from({**data, **overrides, "window": window})
+    except PolicyError as error:
+        raise PolicyError(f"update policy ({image}, {host}): {error}") from None

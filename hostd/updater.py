@@ -1,0 +1,463 @@
+"""Applying updates, rolling back, and telling what happened (the core of hostd).
+
+Order of an update, each step persisted before the next (see hostd/state.py):
+  verify    TUF metadata and the bundle file (tufclient), then the bundle's content
+            against this host: image name, architecture, version, slot size
+  unhook    remove the inactive slot's loader entries, so nothing boots it while it
+            is half written
+  write     stream the root image through zstd into the inactive slot, fsync, read
+            it back from the disk and compare its sha256
+  install   kernel and initrd to the ESP (temporary name, verify, fsync, rename),
+            then the loader entry with a fresh tries counter, last
+  reboot    now, in the maintenance window, or when the operator says so
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from hostd import bootentry, slots
+from hostd.bundle_reader import Bundle, BundleError, chunks
+from hostd.esp import Entry, EspTree, is_newer, version_key
+from hostd.policy import Policy, PolicyError, load_policy
+from hostd.state import STATE_DIR, Result, StateStore, UpdateState
+from hostd.tufclient import CACHE_DIR, TRUST_ROOT, Candidate, Repository, RepositoryRefused
+
+log = logging.getLogger("keel.hostd")
+
+HEALTH_RECORD = "health.json"
+ESP_MARGIN = 1024 * 1024
+IN_FLIGHT = ("downloading", "writing-slot", "installing")
+# Words of a bundle's command line that name a slot: the entry writes its own.
+SLOT_WORDS = ("root=", "keel.slot=")
+
+
+class Refused(Exception):
+    """An update or rollback that hostd will not do; the message is the reason."""
+
+
+@dataclass
+class HostPaths:
+    """Where hostd finds things; tests point these into a tmp dir."""
+
+    state_dir: Path = STATE_DIR
+    esp: Path = Path("/efi")
+    partlabels: Path = slots.PARTLABELS
+    release: Path = slots.RELEASE
+    trust_root: Path = TRUST_ROOT
+    tuf_cache: Path = CACHE_DIR
+    booted_slot: Callable[[], str] = field(default=slots.booted_slot)
+    reboot: Callable[[], None] = field(default=lambda: _reboot_soon())
+    policy: Callable[[], Policy] = field(default=load_policy)
+
+
+def _reboot_soon() -> None:
+    """Reboot a moment from now, so the API answer reaches the client first."""
+
+    def later() -> None:
+        time.sleep(2)
+        log.info("rebooting into the new version")
+        subprocess.run(["systemctl", "reboot"], check=False)
+
+    threading.Thread(target=later, daemon=True).start()
+
+
+def clean_cmdline(cmdline: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(word for word in cmdline if not word.startswith(SLOT_WORDS))
+
+
+class Updater:
+    def __init__(self, paths: HostPaths | None = None) -> None:
+        self.paths = paths or HostPaths()
+        self.store = StateStore(self.paths.state_dir)
+        self.esp = EspTree(self.paths.esp)
+        self.lock = threading.RLock()
+        self.release = slots.read_release(self.paths.release)
+
+    # --- what the host runs and may run -------------------------------------------
+
+    def policy(self) -> Policy:
+        return self.paths.policy()
+
+    def _image(self, policy: Policy) -> tuple[str, str]:
+        """Image name and architecture updates must have (policy may not say)."""
+        return policy.name or self.release.name, policy.architecture or self.release.architecture
+
+    def _check_bundle(self, bundle: Bundle, candidate: Candidate, slot: str) -> None:
+        """Everything that makes a verified bundle wrong for this host, as refusals."""
+        info = bundle.info
+        name, architecture = self._image(self.policy())
+        if (info.name, info.architecture) != (name, architecture):
+            raise Refused(
+                f"the bundle is for {info.name}/{info.architecture}; "
+                f"this host runs {name}/{architecture}"
+            )
+        if info.version != candidate.version:
+            raise Refused(
+                f"the bundle says version {info.version} but the signed metadata "
+                f"says {candidate.version}"
+            )
+        self._check_version(info.version)
+        device = slots.slot_device(slot, self.paths.partlabels)
+        capacity = slots.device_size(device)
+        if info.root.size > capacity:
+            raise Refused(
+                f"the root image ({info.root.size} bytes) does not fit slot {slot} "
+                f"({capacity} bytes)"
+            )
+        needed = info.kernel.size + info.initrd.size + ESP_MARGIN
+        reclaimable = sum(
+            (self.esp.root / rel.lstrip("/")).stat().st_size
+            for rel in (bootentry.kernel_path(slot), bootentry.initrd_path(slot))
+            if (self.esp.root / rel.lstrip("/")).exists()
+        )
+        if needed > self.esp.free_bytes() + reclaimable:
+            raise Refused(f"the ESP has no room for the kernel and initrd ({needed} bytes)")
+
+    def _check_version(self, version: str) -> None:
+        state = self.store.load()
+        if version in state.failed_versions:
+            raise Refused(
+                f"{version} failed on this host before ({state.failed_versions[version]}); "
+                "hostd does not install it again"
+            )
+        if not is_newer(version, self.release.version):
+            raise Refused(
+                f"{version} is not newer than the booted {self.release.version}; updates only "
+                "move forward (`keelctl rollback` is the way back)"
+            )
+
+    def _repository(self, url: str | None = None) -> Repository:
+        policy = self.policy()
+        return Repository(url or policy.repository, self.paths.trust_root, self.paths.tuf_cache)
+
+    def _best(self, repo: Repository) -> Candidate | None:
+        name, architecture = self._image(self.policy())
+        failed = self.store.load().failed_versions
+        newer = [
+            c
+            for c in repo.candidates(name, architecture)
+            if is_newer(c.version, self.release.version) and c.version not in failed
+        ]
+        if not newer:
+            return None
+        return max(newer, key=lambda c: version_key(c.version))
+
+    # --- verbs ---------------------------------------------------------------------
+
+    def check(self) -> dict[str, Any]:
+        """Ask the repository for a newer version; install nothing."""
+        with self.lock:
+            try:
+                best = self._best(self._repository())
+            except RepositoryRefused as error:
+                self._refuse("", str(error))
+                raise Refused(str(error)) from None
+            self.store.record("check", {"available": best.version if best else ""})
+            return {
+                "booted": self.release.version,
+                "available": best.version if best else None,
+                "path": best.path if best else None,
+            }
+
+    def update(
+        self, bundle: Path | None = None, metadata: str | None = None, reboot: bool = False
+    ) -> dict[str, Any]:
+        """Install the newest version (or the given bundle) into the inactive slot."""
+        with self.lock:
+            self.reconcile()
+            state = self.store.load()
+            try:
+                repo = self._repository(metadata)
+                if bundle is not None:
+                    name, architecture = self._image(self.policy())
+                    candidate = repo.match_file(bundle, name, architecture)
+                    self._check_version(candidate.version)
+                else:
+                    found = self._best(repo)
+                    if found is None:
+                        return {"result": "up-to-date", "version": self.release.version}
+                    candidate = found
+            except (RepositoryRefused, Refused) as error:
+                self._refuse("", str(error))
+                raise Refused(str(error)) from None
+            if state.phase == "installed" and state.target_version == candidate.version:
+                return self._maybe_reboot(reboot, "already installed", candidate.version)
+            target_slot = slots.other_slot(self.paths.booted_slot())
+            if bundle is None:
+                bundle = self._download(repo, candidate, target_slot)
+                downloaded = True
+            else:
+                downloaded = False
+            try:
+                self._apply(bundle, candidate, target_slot)
+            finally:
+                if downloaded:
+                    bundle.unlink(missing_ok=True)
+            return self._maybe_reboot(reboot, "installed", candidate.version)
+
+    def _download(self, repo: Repository, candidate: Candidate, slot: str) -> Path:
+        state = self.store.transition(
+            self.store.load(),
+            "downloading",
+            target_version=candidate.version,
+            target_slot=slot,
+            from_version=self.release.version,
+            progress={"total": candidate.length, "done": 0},
+        )
+        progress = self._progress_writer(candidate.length)
+        dest = self.paths.state_dir / Path(candidate.path).name
+        try:
+            return repo.download(candidate, dest, progress)
+        except RepositoryRefused as error:
+            self.store.finish(self.store.load(), "refused", candidate.version, str(error))
+            raise Refused(str(error)) from None
+        except OSError as error:
+            self.store.finish(state, "failed", candidate.version, f"download failed: {error}")
+            raise Refused(f"download failed: {error}") from None
+
+    def _progress_writer(self, total: int) -> Callable[[int], None]:
+        """Persist progress now and then (every 32 MiB), not on every block."""
+        step = 32 * 1024 * 1024
+        mark = [0]
+
+        def report(done: int) -> None:
+            if done - mark[0] >= step or done == total:
+                mark[0] = done
+                self.store.update(self.store.load(), progress={"total": total, "done": done})
+
+        return report
+
+    def _apply(self, path: Path, candidate: Candidate, slot: str) -> None:
+        state = self.store.load()
+        version = candidate.version
+        try:
+            with Bundle(path) as bundle:
+                self._check_bundle(bundle, candidate, slot)
+                info = bundle.info
+                # Last line of defence: whatever happened above, the booted slot is not
+                # written (booted_slot() checks the command line and the / device).
+                if slot == self.paths.booted_slot():
+                    raise Refused(f"slot {slot} is the booted slot; refusing to write it")
+                if state.phase != "downloading":
+                    state = self.store.transition(
+                        state,
+                        "writing-slot",
+                        target_version=version,
+                        target_slot=slot,
+                        from_version=self.release.version,
+                    )
+                else:
+                    state = self.store.transition(state, "writing-slot")
+                removed = self.esp.remove_slot_entries(slot)
+                if removed:
+                    log.info("slot %s unhooked before writing: removed %s", slot, removed)
+                self.esp.remove_slot_boot_files(slot)
+                device = slots.slot_device(slot, self.paths.partlabels)
+                slots.write_compressed(
+                    device,
+                    chunks(bundle.open_member(info.root)),
+                    info.root,
+                    self._progress_writer(info.root.size),
+                )
+                on_disk = slots.read_back_sha256(device, info.root.size)
+                if on_disk != info.root.sha256:
+                    raise slots.SlotError(
+                        f"slot {slot} reads back sha256 {on_disk}, not {info.root.sha256}"
+                    )
+                state = self.store.transition(self.store.load(), "installing")
+                self.esp.install_boot_file(
+                    bootentry.kernel_path(slot), chunks(bundle.open_member(info.kernel)),
+                    info.kernel,
+                )  # fmt: skip
+                self.esp.install_boot_file(
+                    bootentry.initrd_path(slot), chunks(bundle.open_member(info.initrd)),
+                    info.initrd,
+                )  # fmt: skip
+                entry = bootentry.BootEntry(info.name, version, slot, clean_cmdline(info.cmdline))
+                name = self.esp.write_entry(entry)
+                log.info("installed %s into slot %s, loader entry %s", version, slot, name)
+                self.store.transition(state, "installed", progress={})
+                self.store.record("installed", {"version": version, "slot": slot})
+        except (Refused, BundleError) as error:
+            self._refuse(version, str(error))
+            raise Refused(str(error)) from None
+        except (slots.SlotError, OSError) as error:
+            reason = f"writing slot {slot} failed: {error}"
+            self.store.finish(self.store.load(), "failed", version, reason)
+            raise Refused(reason) from None
+
+    def _refuse(self, version: str, reason: str) -> None:
+        """Record a refusal; an update already installed and waiting stays installed."""
+        state = self.store.load()
+        if state.phase in IN_FLIGHT:
+            self.store.finish(state, "refused", version, reason)
+            return
+        log.warning("update %s refused: %s", version or "-", reason)
+        self.store.record("refused", {"version": version, "reason": reason})
+        self.store.update(state, last_result=Result("refused", version, reason, time.time()))
+
+    def _maybe_reboot(self, asked: bool, result: str, version: str) -> dict[str, Any]:
+        rebooting = asked or self.policy().may_reboot(datetime.now())
+        if rebooting:
+            self.paths.reboot()
+        return {"result": result, "version": version, "rebooting": rebooting}
+
+    def reboot_if_due(self) -> bool:
+        """The agent's timer: reboot into an installed update when the policy allows."""
+        with self.lock:
+            state = self.store.load()
+            if state.phase == "installed" and self.policy().may_reboot(datetime.now()):
+                self.paths.reboot()
+                return True
+            return False
+
+    def rollback(self, reboot: bool = True) -> dict[str, Any]:
+        """Boot the other slot's version next; the data on var is not touched."""
+        with self.lock:
+            self.reconcile()
+            booted = self.paths.booted_slot()
+            other = slots.other_slot(booted)
+            entry = self.esp.slot_entry(other)
+            state = self.store.load()
+            if state.phase in IN_FLIGHT:
+                raise Refused(f"an update is in progress ({state.phase}); try again after it")
+            if state.phase == "installed":
+                raise Refused(
+                    f"slot {other} holds {state.target_version}, installed and not booted yet; "
+                    "reboot to try it, or wait for the policy to reboot"
+                )
+            if entry is None:
+                raise Refused(f"slot {other} holds no bootable version; nothing to roll back to")
+            if entry.version in state.failed_versions:
+                raise Refused(
+                    f"slot {other} holds {entry.version}, which failed on this host "
+                    f"({state.failed_versions[entry.version]})"
+                )
+            current = self.esp.slot_entry(booted)
+            # The other entry gets a fresh counter, so if it no longer boots the host
+            # comes back here; the booted entry goes last (tries 0) but stays bootable.
+            fresh = bootentry.BootEntry(
+                self.release.name, entry.version, other, self._entry_cmdline(entry)
+            )
+            self.esp.write_entry(fresh)
+            if entry.filename != bootentry.entry_filename(entry.version, other):
+                (self.esp.entries_dir / entry.filename).unlink(missing_ok=True)
+            if current is not None:
+                self.esp.mark_bad(current)
+            reason = f"rolled back by the operator from {self.release.version} to {entry.version}"
+            failed = {**state.failed_versions, self.release.version: reason}
+            self.store.finish(
+                state, "rolled-back", self.release.version, reason, failed_versions=failed
+            )
+            if reboot:
+                self.paths.reboot()
+            return {"result": "rolled-back", "to": entry.version, "rebooting": reboot}
+
+    def _entry_cmdline(self, entry: Entry) -> tuple[str, ...]:
+        """The extra command line words of an existing entry (after its slot words)."""
+        text = (self.esp.entries_dir / entry.filename).read_text()
+        for line in text.splitlines():
+            if line.startswith("options "):
+                words = line.removeprefix("options ").split()
+                return clean_cmdline(tuple(w for w in words if w not in ("rootfstype=erofs", "ro")))
+        return ()
+
+    # --- after a boot ----------------------------------------------------------------
+
+    def reconcile(self) -> UpdateState:
+        """Bring the state in line with what booted: success, rollback or interruption."""
+        with self.lock:
+            state = self.store.load()
+            if state.phase in IN_FLIGHT:
+                reason = (
+                    f"interrupted during {state.phase} (reboot or power loss); "
+                    "the update can be retried"
+                )
+                return self.store.finish(state, "interrupted", state.target_version, reason)
+            if state.phase not in ("installed", "trial"):
+                return state
+            booted = self.paths.booted_slot()
+            entry = self.esp.slot_entry(state.target_slot)
+            if booted == state.target_slot and self.release.version == state.target_version:
+                if entry is not None and entry.state == "good":
+                    return self.store.finish(
+                        state, "succeeded", state.target_version,
+                        f"booted {state.target_version} from slot {booted} and passed the "
+                        "health gate",
+                    )  # fmt: skip
+                if state.phase == "installed":
+                    return self.store.transition(state, "trial")
+                return state
+            if entry is None or entry.version != state.target_version or entry.state == "bad":
+                reason = self._failure_reason(state.target_version)
+                failed = {**state.failed_versions, state.target_version: reason}
+                return self.store.finish(
+                    state, "rolled-back", state.target_version, reason, failed_versions=failed
+                )
+            return state
+
+    def _failure_reason(self, version: str) -> str:
+        record = self.health_record()
+        if record.get("version") == version and record.get("result") == "failed":
+            return f"health check failed: {record.get('reason', 'unknown')}"
+        return (
+            f"{version} did not finish booting within {bootentry.DEFAULT_TRIES} tries "
+            "(kernel panic, root file system not mounting, or hang); the previous "
+            "version booted instead"
+        )
+
+    def health_record(self) -> dict[str, Any]:
+        try:
+            data = json.loads((self.paths.state_dir / HEALTH_RECORD).read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    # --- reporting -------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        state = self.reconcile()
+        booted = self.paths.booted_slot()
+        other = slots.other_slot(booted)
+        try:
+            policy: dict[str, Any] | str = self.policy().to_json()
+        except PolicyError as error:
+            policy = f"invalid: {error}"
+
+        def slot_info(slot: str) -> dict[str, Any]:
+            entry = self.esp.slot_entry(slot)
+            info: dict[str, Any] = {
+                "slot": slot,
+                "version": entry.version if entry else None,
+                "entry": entry.filename if entry else None,
+                "state": entry.state if entry else "empty",
+            }
+            if entry and entry.version in state.failed_versions:
+                info["failed"] = state.failed_versions[entry.version]
+            return info
+
+        return {
+            "image": self.release.name,
+            "architecture": self.release.architecture,
+            "booted": {**slot_info(booted), "version": self.release.version},
+            "other": slot_info(other),
+            "phase": state.phase,
+            "target_version": state.target_version or None,
+            "progress": state.progress,
+            "last_result": state.last_result.__dict__ if state.last_result else None,
+            "failed_versions": state.failed_versions,
+            "policy": policy,
+        }
+
+    def history(self) -> list[dict[str, Any]]:
+        return self.store.history()

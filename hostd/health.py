@@ -38,7 +38,7 @@ USER_CHECKS = Path("/etc/keel/health.d")
 DOCKER_SOCKET = "/run/docker.sock"
 DOCKER_UNIT = Path("/usr/lib/systemd/system/docker.service")
 CONTAINER_DECLARATIONS = ("/usr/lib/keel/containers*.json", "/usr/lib/keel/containers/*.json")
-DEADLINE = 180.0
+DEADLINE = 60.0
 RETRY_EVERY = 5.0
 CHECK_TIMEOUT = 60.0
 # Units that may be "failed" without the boot being bad: this very check while it

@@ -1,0 +1,266 @@
+"""A/B updates in QEMU: one VM lives through a chain of updates and rollbacks, as a
+host in the field would (boots are the expensive part under TCG, so the scenarios
+share them, in this order):
+
+  1. v1 boots; the first update to v2 is killed (QEMU SIGKILL) while it writes the
+     slot: the host boots v1 again and status says the update was interrupted
+  2. the retried update succeeds: v2 boots from slot b; a Docker volume, an /etc
+     change and the machine-id are unchanged
+  3. `keelctl rollback` returns to v1 in slot a, data kept
+  4. a tampered bundle and expired metadata are refused; slot b is unchanged
+  5. v3 fails its health gate: the host rolls back to v1 by itself; status says why
+  6. v4's root cannot mount: after three tries systemd-boot boots v1; status says so
+
+Images are built from tests/integration/images/up-*.yaml with a trust root made by
+`keel keygen` for this session; the repository is served on loopback and the guest
+reaches it as 10.0.2.2 (QEMU user networking)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import paramiko
+import pytest
+
+from composer import repository, serve
+from composer.paths import PROJECT_ROOT, vm_root
+from composer.testing import KeelVM
+from composer.vm import runner, ssh
+
+pytestmark = pytest.mark.integration
+
+IMAGES = Path(__file__).parent / "images"
+BUILD = PROJECT_ROOT / "build" / "up"
+VERSIONS = {"1.0.0": "up-v1", "2.0.0": "up-v2", "3.0.0": "up-v3-unhealthy", "4.0.0": "up-v4-noroot"}
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+UPDATE_TIMEOUT = 900
+
+
+def keel(*args: str, env: dict[str, str] | None = None) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "composer.cli", *args],
+        check=True,
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **(env or {})},
+    )
+
+
+class Chain:
+    """The session's keys, builds, repository and the one VM (replaced after a kill)."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.keys = work / "keys"
+        self.repo = work / "repo"
+        self.vm: KeelVM | None = None
+        self.url = ""
+
+    def build(self, version: str) -> Path:
+        out = BUILD / VERSIONS[version]
+        keel("build", str(IMAGES / f"{VERSIONS[version]}.yaml"), "--out", str(out),
+             env={"KEEL_UPDATE_ROOT": str(self.keys / "root.json")})  # fmt: skip
+        return out
+
+    def publish(self, version: str, **expiries: timedelta) -> None:
+        repository.publish(
+            self.repo, BUILD / VERSIONS[version], self.keys, expiries=expiries, force=True
+        )
+
+    @property
+    def host(self) -> KeelVM:
+        assert self.vm is not None
+        return self.vm
+
+    def sh(self, command: str, timeout: float = 120) -> str:
+        return self.host.run(command, check=True, timeout=timeout).stdout
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = json.loads(self.sh("keelctl status --json"))
+        return result
+
+    def keelctl(self, args: str, timeout: float = UPDATE_TIMEOUT) -> tuple[int, str]:
+        result = self.host.run(f"keelctl {args}", timeout=timeout)
+        return result.exit_status, result.stdout + result.stderr
+
+    def slot_sha256(self, slot: str) -> str:
+        return self.sh(f"sha256sum /dev/disk/by-partlabel/root-{slot}", timeout=300).split()[0]
+
+    def version(self) -> str:
+        return self.sh(". /usr/lib/keel/release; echo $KEEL_IMAGE_VERSION").strip()
+
+    def wait_for_version(self, version: str, after_boot: str, timeout: float = 900) -> None:
+        """Wait (through any reboots the host does by itself) for SSH in version."""
+        deadline = time.monotonic() + timeout
+        command = f"cat {BOOT_ID}; . /usr/lib/keel/release; echo $KEEL_IMAGE_VERSION"
+        while time.monotonic() < deadline:
+            assert self.host.is_running(), f"QEMU exited\n{self.host.serial_tail()}"
+            try:
+                result = ssh.run_command(self.host.ssh_port, self.host.key, command, timeout=10)
+            except (OSError, paramiko.SSHException, EOFError):
+                result = None
+            if result is not None and result.exit_status == 0:
+                boot_id, seen = result.stdout.split()
+                if boot_id != after_boot and seen == version:
+                    self.wait_for_hostd()
+                    return
+            time.sleep(2)
+        raise AssertionError(
+            f"no boot of {version} within {timeout:.0f}s\n{self.host.serial_tail()}"
+        )
+
+    def wait_for_hostd(self) -> None:
+        """The boot transaction done (health gate included) and hostd answering."""
+        self.host.run("systemctl is-system-running --wait", timeout=300)
+        self.sh("until keelctl status >/dev/null 2>&1; do sleep 1; done", timeout=120)
+
+    def data(self) -> dict[str, str]:
+        return {
+            "machine-id": self.sh("cat /etc/machine-id").strip(),
+            "etc": self.sh("cat /etc/keel-up-test.conf").strip(),
+            "volume": self.sh(
+                "cat $(docker volume inspect -f '{{.Mountpoint}}' keel-up-test)/data"
+            ).strip(),
+        }
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
+    chain = Chain(tmp_path_factory.mktemp("update"))
+    keel("keygen", "--out", str(chain.keys))
+    for version in VERSIONS:
+        chain.build(version)
+    chain.publish("1.0.0")
+    with serve.serving(chain.repo) as url:
+        chain.url = url.replace("127.0.0.1", "10.0.2.2").replace("localhost", "10.0.2.2")
+        chain.vm = KeelVM.start(
+            runner.RunOptions(
+                image=BUILD / VERSIONS["1.0.0"],
+                name=f"up-{secrets.token_hex(3)}",
+                die_with_parent=True,
+            ),
+            vm_root(),
+        )
+        try:
+            chain.wait_for_hostd()
+            # Policy for the test: this repository, and reboots only when asked.
+            policy = json.dumps({"repository": chain.url, "reboot": "manual"})
+            chain.sh(f"mkdir -p /etc/keel && echo '{policy}' > /etc/keel/update.json")
+            yield chain
+        finally:
+            try:
+                chain.host.stop()
+            finally:
+                chain.host.kill()
+            shutil.rmtree(chain.host.vm_dir.path, ignore_errors=True)
+
+
+def test_killed_while_writing_the_slot_boots_the_old_version(chain: Chain) -> None:
+    assert chain.version() == "1.0.0"
+    chain.sh("echo changed-on-v1 > /etc/keel-up-test.conf")
+    chain.sh("docker volume create keel-up-test >/dev/null && "
+             "echo kept > $(docker volume inspect -f '{{.Mountpoint}}' keel-up-test)/data")  # fmt: skip
+    chain.publish("2.0.0")
+    chain.sh("systemd-run --unit=keel-up-test-update --collect keelctl update")
+    deadline = time.monotonic() + UPDATE_TIMEOUT
+    while time.monotonic() < deadline:
+        status = chain.status()
+        if status["phase"] == "writing-slot" and status["progress"].get("done", 0) > 0:
+            break
+        time.sleep(1)
+    else:
+        raise AssertionError(f"the update never reached writing-slot: {status}")
+    chain.host.kill()  # power loss, in the middle of the slot
+
+    chain.vm = KeelVM.start(
+        runner.RunOptions(name=chain.host.name, die_with_parent=True), vm_root()
+    )
+    chain.wait_for_hostd()
+    assert chain.version() == "1.0.0"
+    status = chain.status()
+    assert status["booted"]["slot"] == "a"
+    assert status["last_result"]["result"] == "interrupted"
+    assert status["other"]["version"] is None  # the half-written slot has no entry
+
+
+def test_update_to_v2_keeps_data(chain: Chain) -> None:
+    before = chain.data()
+    code, out = chain.keelctl("update")
+    assert code == 0, out
+    assert chain.status()["phase"] == "installed"
+    old_boot = chain.sh(f"cat {BOOT_ID}").strip()
+    chain.keelctl("update --reboot")  # already installed: only reboots
+    chain.wait_for_version("2.0.0", old_boot)
+    status = chain.status()
+    assert status["booted"]["slot"] == "b"
+    assert status["last_result"]["result"] == "succeeded", status
+    assert status["other"] == {**status["other"], "version": "1.0.0", "state": "good"}
+    assert chain.data() == before
+
+
+def test_rollback_returns_to_v1_and_keeps_data(chain: Chain) -> None:
+    before = chain.data()
+    old_boot = chain.sh(f"cat {BOOT_ID}").strip()
+    code, out = chain.keelctl("rollback")
+    assert code == 0, out
+    chain.wait_for_version("1.0.0", old_boot)
+    status = chain.status()
+    assert status["booted"]["slot"] == "a"
+    assert status["last_result"]["result"] == "rolled-back"
+    assert chain.data() == before
+
+
+def test_tampered_bundle_and_expired_metadata_are_refused(chain: Chain) -> None:
+    slot_b = chain.slot_sha256("b")
+    chain.publish("3.0.0")
+    stored = next(chain.repo.glob("targets/**/*docker-host-3.0.0-*.keelbundle"))
+    original = stored.read_bytes()
+    tampered = bytearray(original)
+    tampered[len(tampered) // 2] ^= 0x01
+    stored.write_bytes(bytes(tampered))
+    code, out = chain.keelctl("update")
+    assert code != 0 and "does not match the signed targets metadata" in out, out
+    stored.write_bytes(original)
+
+    chain.publish("3.0.0", timestamp=timedelta(0))
+    code, out = chain.keelctl("update")
+    assert code != 0 and "expired" in out, out
+    assert chain.status()["last_result"]["result"] == "refused"
+    assert chain.slot_sha256("b") == slot_b
+    assert "refused" in chain.sh("journalctl -u keel-hostd --no-pager | tail -n 20")
+
+
+def test_failing_health_check_rolls_back_by_itself(chain: Chain) -> None:
+    chain.publish("3.0.0")
+    old_boot = chain.sh(f"cat {BOOT_ID}").strip()
+    code, out = chain.keelctl("update --reboot")
+    assert code == 0, out
+    chain.wait_for_version("1.0.0", old_boot)
+    status = chain.status()
+    assert status["last_result"]["result"] == "rolled-back", status
+    assert status["last_result"]["version"] == "3.0.0"
+    assert "health check failed" in status["last_result"]["reason"]
+    assert "50-always-fails" in status["failed_versions"]["3.0.0"]
+    assert status["other"]["state"] == "bad"
+
+
+def test_unmountable_root_rolls_back_by_itself(chain: Chain) -> None:
+    chain.publish("4.0.0")
+    old_boot = chain.sh(f"cat {BOOT_ID}").strip()
+    code, out = chain.keelctl("update --reboot")
+    assert code == 0, out
+    chain.wait_for_version("1.0.0", old_boot)
+    status = chain.status()
+    assert status["last_result"]["result"] == "rolled-back", status
+    assert status["last_result"]["version"] == "4.0.0"
+    assert "did not finish booting within 3 tries" in status["last_result"]["reason"]
+    assert chain.keelctl("check")[1].strip().startswith("up to date")

@@ -167,8 +167,8 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
 def test_killed_while_writing_the_slot_boots_the_old_version(chain: Chain) -> None:
     assert chain.version() == "1.0.0"
     chain.sh("echo changed-on-v1 > /etc/keel-up-test.conf")
-    chain.sh("docker volume create keel-up-test >/dev/null && "
-             "echo kept > $(docker volume inspect -f '{{.Mountpoint}}' keel-up-test)/data")  # fmt: skip
+    volume = "$(docker volume inspect -f '{{.Mountpoint}}' keel-up-test)"
+    chain.sh(f"docker volume create keel-up-test >/dev/null && echo kept > {volume}/data")
     chain.publish("2.0.0")
     chain.sh("systemd-run --unit=keel-up-test-update --collect keelctl update")
     deadline = time.monotonic() + UPDATE_TIMEOUT

@@ -1,0 +1,127 @@
+"""Update figures under the current accelerator (TCG here): how long a host takes to
+download, verify and write an update, and the downtime from reboot to SSH ready in
+the new version.
+
+Builds (or takes) two versions of docker-host with a fresh trust root, publishes the
+second to a repository served on loopback, boots the first and runs `keelctl update`.
+The phase times come from hostd's own history (transition timestamps).
+
+Usage: python bench/update.py [--from DIR --to DIR --keys DIR] [--json]
+  --from/--to  artifact dirs already built with KEEL_UPDATE_ROOT=KEYS/root.json"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from composer import repository, serve
+from composer.paths import PROJECT_ROOT, vm_root
+from composer.testing import KeelVM
+from composer.vm import runner, ssh
+
+IMAGES = PROJECT_ROOT / "tests/integration/images"
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+
+
+def keel(*args: str, env: dict[str, str] | None = None) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "composer.cli", *args],
+        check=True,
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def phase_seconds(history: list[dict[str, Any]]) -> dict[str, float]:
+    """Seconds spent in each update phase, from the last run's transitions."""
+    moves = [e for e in history if e.get("event") == "transition"]
+    start = max(i for i, e in enumerate(moves) if e["to"] == "downloading")
+    figures: dict[str, float] = {}
+    for here, after in zip(moves[start:], moves[start + 1 :], strict=False):
+        figures[here["to"]] = round(after["at"] - here["at"], 1)
+    return figures
+
+
+def wait_for_new_boot(vm: KeelVM, old: str, timeout: float = 600) -> float:
+    begin = time.monotonic()
+    while time.monotonic() - begin < timeout:
+        try:
+            result = ssh.run_command(vm.ssh_port, vm.key, f"cat {BOOT_ID}", timeout=10)
+            if result.exit_status == 0 and result.stdout.strip() != old:
+                return time.monotonic() - begin
+        except Exception:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"no new boot within {timeout:.0f}s")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--from", dest="source", type=Path)
+    parser.add_argument("--to", dest="target", type=Path)
+    parser.add_argument("--keys", type=Path)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="keel-bench-update-"))
+    keys = args.keys or work / "keys"
+    if args.keys is None:
+        keel("keygen", "--out", str(keys))
+    env = {"KEEL_UPDATE_ROOT": str(keys / "root.json")}
+    source, target = args.source, args.target
+    if source is None or target is None:
+        source, target = work / "v1", work / "v2"
+        keel("build", str(IMAGES / "up-v1.yaml"), "--out", str(source), env=env)
+        keel("build", str(IMAGES / "up-v2.yaml"), "--out", str(target), env=env)
+    repo = work / "repo"
+    published = repository.publish(repo, target, keys)
+    with serve.serving(repo) as url:
+        guest_url = url.replace("127.0.0.1", "10.0.2.2")
+        vm = KeelVM.start(
+            runner.RunOptions(image=source, name=f"bench-up-{secrets.token_hex(2)}",
+                              die_with_parent=True),
+            vm_root(),
+        )  # fmt: skip
+        try:
+            vm.run("systemctl is-system-running --wait", timeout=300)
+            policy = json.dumps({"repository": guest_url, "reboot": "manual"})
+            vm.run(f"mkdir -p /etc/keel && echo '{policy}' > /etc/keel/update.json", check=True)
+            began = time.monotonic()
+            vm.run("keelctl update", check=True, timeout=1800)
+            update_seconds = time.monotonic() - began
+            history = json.loads(vm.run("keelctl history --json", check=True).stdout)
+            old = vm.boot_id()
+            vm.run("systemd-run --on-active=1 systemctl reboot")
+            downtime = wait_for_new_boot(vm, old)
+            version = vm.run(". /usr/lib/keel/release; echo $KEEL_IMAGE_VERSION").stdout.strip()
+        finally:
+            vm.stop()
+            vm.kill()
+    figures = {
+        "bundle_bytes": published.stored_at.stat().st_size,
+        "update_seconds": round(update_seconds, 1),
+        "phases": phase_seconds(history),
+        "downtime_reboot_to_ssh_seconds": round(downtime, 1),
+        "booted_version_after": version,
+    }
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    else:
+        print(f"bundle: {figures['bundle_bytes'] / 2**20:.0f} MiB")
+        print(f"download + verify + write: {figures['update_seconds']} s {figures['phases']}")
+        print(
+            f"downtime, reboot to SSH in {version}: {figures['downtime_reboot_to_ssh_seconds']} s"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,7 +12,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hostd.api import SOCKET
+# The same path as hostd.api.SOCKET, not imported from there: that would load the
+# updater and python-tuf, and keelctl should start fast on a slow machine.
+SOCKET = Path("/run/keel/hostd.sock")
 
 
 class ApiError(Exception):

@@ -69,3 +69,9 @@ def test_a_history_line_cut_by_power_loss_is_skipped(tmp_path: Path) -> None:
     with store.history_path.open("a") as handle:
         handle.write('{"at": 1, "ev')
     assert [e["event"] for e in store.history()] == ["check"]
+
+
+def test_keelctl_and_hostd_agree_on_the_socket() -> None:
+    from hostd import api, cli
+
+    assert cli.SOCKET == api.SOCKET

@@ -12,12 +12,16 @@ from pathlib import Path
 from composer import bundle, disk, esp, filesystems, finalize, manifest, overlay, render, stage
 from composer import containers, dockertls, provisioning
 from composer.bootstrap import bootstrap, remember_root_size, remembered_root_size
+from composer.containers import install_containers
 from composer.definition import definition_digest, load_definition
+from composer.dockertls import install_tls
+from composer.engine import start_engine_on_demand
 from composer.errors import KeelError
 from composer.model import ImageDefinition
 from composer.partitions import MIB, plan_disk, stable_uuid
 from composer.paths import PROJECT_ROOT, build_root
 from composer.progress import Progress
+from composer.provisioning import bake_config
 
 FIRST_SLOT = "a"
 
@@ -96,6 +100,11 @@ def build_image(
         render.render_templates(defn, tree)
     with progress.step("apply overlays"):
         overlay.apply_overlays(defn, tree)
+    with progress.step("runtime: provisioning config, containers, Docker TLS"):
+        bake_config(defn, tree)
+        install_containers(defn, tree)
+        install_tls(defn, tree, out / "docker-tls")
+        start_engine_on_demand(defn, tree)
     with progress.step("runtime: provisioning config, containers, Docker TLS"):
         provisioning.bake_config(defn, tree)
         containers.install_containers(defn, tree)

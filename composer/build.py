@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from composer import bundle, disk, esp, filesystems, finalize, manifest, overlay, render, stage
-from composer import containers, dockertls, provisioning
 from composer.bootstrap import bootstrap, remember_root_size, remembered_root_size
 from composer.containers import install_containers
 from composer.definition import definition_digest, load_definition
@@ -105,10 +104,6 @@ def build_image(
         install_containers(defn, tree)
         install_tls(defn, tree, out / "docker-tls")
         start_engine_on_demand(defn, tree)
-    with progress.step("runtime: provisioning config, containers, Docker TLS"):
-        provisioning.bake_config(defn, tree)
-        containers.install_containers(defn, tree)
-        dockertls.install_tls(defn, tree, out / "docker-tls")
     with progress.step("finalize tree"):
         final = finalize.finalize(defn, tree, work)
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import subprocess
 import threading
 import time
 from pathlib import Path
 
+from composer.butane import looks_like_butane, translate_file
 from composer.errors import KeelError
 from composer.paths import vm_root
 from composer.vm import console, runner, ssh, state
@@ -25,7 +27,24 @@ def _positive(text: str) -> int:
     return value
 
 
+def _ignition_config(config: Path | None) -> Path | None:
+    """A Butane --config translated to Ignition (contents.local relative to its folder)."""
+    if config is None or not config.is_file() or not looks_like_butane(config.read_bytes()):
+        return config
+    data = translate_file(config)
+    translated = (
+        vm_root() / ".configs" / f"{config.stem}-{hashlib.sha256(data).hexdigest()[:12]}.ign"
+    )
+    translated.parent.mkdir(parents=True, exist_ok=True)
+    translated.write_bytes(data)
+    runner.say(f"==> translated Butane {config} to Ignition {translated}")
+    return translated
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.config is not None and not args.config.is_file():
+        raise KeelError(f"config file not found: {args.config}")
+    args.config = _ignition_config(args.config)
     options = runner.RunOptions(
         image=args.path,
         name=args.name,

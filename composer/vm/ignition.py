@@ -2,7 +2,7 @@
 
 Every VM gets a config that authorizes the VM's own SSH key for root, so `keel ssh`
 and the test harness can always log in. A user's Ignition JSON is merged rather than
-replaced; anything else (Butane YAML) passes through untouched for the guest to read."""
+replaced; Butane YAML is translated to Ignition first (composer/butane.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import copy
 import json
 from dataclasses import dataclass
 from typing import Any
+
+from composer.butane import looks_like_butane, translate
 
 IGNITION_VERSION = "3.4.0"
 
@@ -39,6 +41,10 @@ def guest_config(user_config: bytes | None, public_key: str) -> GuestConfig:
     """The bytes to deliver for an optional user config and the VM's public key."""
     if user_config is None:
         return GuestConfig(_dump(_authorize({}, public_key)), True)
+    if looks_like_butane(user_config):
+        # Butane given as bytes has no folder for contents.local (keel run translates
+        # files itself, relative to the Butane file; see composer/vm/cli.py).
+        user_config = translate(user_config.decode(), name="the Butane config")
     try:
         parsed = json.loads(user_config)
     except (UnicodeDecodeError, ValueError):

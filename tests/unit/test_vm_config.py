@@ -58,11 +58,12 @@ def test_key_not_duplicated() -> None:
     assert root_keys(guest_config(once, KEY).data) == [KEY]
 
 
-def test_butane_yaml_passes_through_unchanged() -> None:
+def test_butane_yaml_is_translated_and_gets_the_vm_key() -> None:
     butane = b"variant: fcos\nversion: 1.5.0\npasswd:\n  users:\n    - name: core\n"
     config = guest_config(butane, KEY)
-    assert config.data == butane
-    assert not config.has_vm_key
+    assert json.loads(config.data)["ignition"]["version"] == "3.4.0"
+    assert [u["name"] for u in json.loads(config.data)["passwd"]["users"]] == ["core", "root"]
+    assert config.has_vm_key
 
 
 def test_json_that_is_not_an_object_passes_through() -> None:

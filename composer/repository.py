@@ -169,9 +169,9 @@ def find_bundle(artifact: Path) -> Path:
 
 @dataclass(frozen=True)
 class Published:
-    target_path: str
-    stored_at: Path
-    version: str
+    target_path: str | None  # None: metadata re-signed, no bundle added
+    stored_at: Path | None
+    version: str | None
     targets_version: int
     snapshot_version: int
     timestamp_version: int
@@ -254,9 +254,74 @@ def _sign(metadata: Metadata[Any], signer: Signer, expires: datetime, *, first: 
     metadata.sign(signer)
 
 
+@dataclass
+class _State:
+    """The metadata being changed by one publish, and whether it is the first."""
+
+    timestamp: Metadata[Timestamp]
+    snapshot: Metadata[Snapshot]
+    targets: Metadata[Targets]
+    first: bool
+
+
+def _load_state(repo: Repository) -> _State:
+    current = repo.current()
+    if current is None:
+        return _State(
+            Metadata(Timestamp()), Metadata(Snapshot(meta={})), Metadata(Targets()), first=True
+        )
+    return _State(*current, first=False)
+
+
+def _check_newer(targets: Targets, info: bundle.BundleInfo, repo_dir: Path) -> None:
+    newest = newest_version(targets, info.name, info.architecture)
+    if newest is not None and version_key(info.version) <= version_key(newest):
+        raise KeelError(
+            f"{info.name} {info.version} ({info.architecture}) is not newer than "
+            f"{newest}, the newest version in {repo_dir}",
+            hint="raise `version` in the image definition and build again, "
+            "or pass --force to publish it anyway",
+        )
+
+
+def _add_target(repo: Repository, targets: Targets, source: Path, info: bundle.BundleInfo) -> Path:
+    with source.open("rb") as handle:
+        target = TargetFile.from_data(target_path(info), handle, ["sha256"])
+    target.unrecognized_fields["custom"] = target_custom(info)
+    stored = repo.stored_target(target)
+    # Named by content: an existing file is the same bundle, unless it was damaged.
+    if not stored.exists() or sha256_file(stored) != target.hashes["sha256"]:
+        copy_atomic(source, stored)
+    targets.targets[target.path] = target
+    return stored
+
+
+def _sign_top_level(
+    repo: Repository,
+    state: _State,
+    signers: Mapping[str, Signer],
+    lifetimes: Mapping[str, timedelta],
+    issued: datetime,
+) -> None:
+    # Order matters: each file is in place before the one that points to it.
+    targets, snapshot, timestamp = state.targets, state.snapshot, state.timestamp
+    _sign(targets, signers["targets"], issued + lifetimes["targets"], first=state.first)
+    targets_bytes = repo.write(targets, versioned=True)
+    snapshot.signed.meta["targets.json"] = MetaFile.from_data(
+        targets.signed.version, targets_bytes, ["sha256"]
+    )
+    _sign(snapshot, signers["snapshot"], issued + lifetimes["snapshot"], first=state.first)
+    snapshot_bytes = repo.write(snapshot, versioned=True)
+    timestamp.signed.snapshot_meta = MetaFile.from_data(
+        snapshot.signed.version, snapshot_bytes, ["sha256"]
+    )
+    _sign(timestamp, signers["timestamp"], issued + lifetimes["timestamp"], first=state.first)
+    repo.write(timestamp, versioned=False)
+
+
 def publish(
     repo_dir: Path,
-    artifact: Path,
+    artifact: Path | None,
     key_dir: Path,
     *,
     expiries: Mapping[str, timedelta] | None = None,
@@ -266,71 +331,40 @@ def publish(
     """Add the bundle to the repository (created from key_dir/root.json on first use),
     sign new targets, snapshot and timestamp metadata, and return what was written.
 
+    artifact: a build output folder or a bundle; None only re-signs the metadata with
+    fresh expiry dates (timestamp metadata lives a day: re-sign at least that often).
     expiries: per role, how long the new metadata stays valid (DEFAULT_EXPIRIES for the
     rest). Giving one for root also re-signs root as a new version with that expiry.
     force: publish even if the version is not newer than the newest published one."""
     lifetimes = {**DEFAULT_EXPIRIES, **(expiries or {})}
     issued = now or datetime.now(UTC)
-    source = find_bundle(artifact)
-    info = bundle.verify_bundle(source)
+    source = find_bundle(artifact) if artifact is not None else None
+    info = bundle.verify_bundle(source) if source is not None else None
     repo = Repository(repo_dir)
     with repo.locked():
         if not repo.exists():
+            if info is None:
+                raise KeelError(f"{repo_dir} is not an update repository yet: nothing to re-sign")
             repo.create(key_dir / keys.ROOT_METADATA)
         root = repo.root()
         signers = {role: keys.load_signer(key_dir, role, root.signed) for role in keys.ROLES}
-        state = repo.current()
-        first = state is None
-        if state is None:
-            timestamp, snapshot, targets = (
-                Metadata(Timestamp()),
-                Metadata(Snapshot(meta={})),
-                Metadata(Targets()),
-            )
-        else:
-            timestamp, snapshot, targets = state
-
-        newest = newest_version(targets.signed, info.name, info.architecture)
-        if newest is not None and not force and version_key(info.version) <= version_key(newest):
-            raise KeelError(
-                f"{info.name} {info.version} ({info.architecture}) is not newer than "
-                f"{newest}, the newest version in {repo_dir}",
-                hint="raise `version` in the image definition and build again, "
-                "or pass --force to publish it anyway",
-            )
+        state = _load_state(repo)
+        if info is not None and not force:
+            _check_newer(state.targets.signed, info, repo_dir)
         if expiries and "root" in expiries:
             _sign(root, signers["root"], issued + lifetimes["root"], first=False)
             repo.write(root, versioned=True)
             repo.write(root, versioned=False)
-
-        with source.open("rb") as handle:
-            target = TargetFile.from_data(target_path(info), handle, ["sha256"])
-        target.unrecognized_fields["custom"] = target_custom(info)
-        stored = repo.stored_target(target)
-        # Named by content: an existing file is the same bundle, unless it was damaged.
-        if not stored.exists() or sha256_file(stored) != target.hashes["sha256"]:
-            copy_atomic(source, stored)
-        targets.signed.targets[target.path] = target
-
-        # Order matters: each file is in place before the one that points to it.
-        _sign(targets, signers["targets"], issued + lifetimes["targets"], first=first)
-        targets_bytes = repo.write(targets, versioned=True)
-        snapshot.signed.meta["targets.json"] = MetaFile.from_data(
-            targets.signed.version, targets_bytes, ["sha256"]
-        )
-        _sign(snapshot, signers["snapshot"], issued + lifetimes["snapshot"], first=first)
-        snapshot_bytes = repo.write(snapshot, versioned=True)
-        timestamp.signed.snapshot_meta = MetaFile.from_data(
-            snapshot.signed.version, snapshot_bytes, ["sha256"]
-        )
-        _sign(timestamp, signers["timestamp"], issued + lifetimes["timestamp"], first=first)
-        repo.write(timestamp, versioned=False)
+        stored = None
+        if source is not None and info is not None:
+            stored = _add_target(repo, state.targets.signed, source, info)
+        _sign_top_level(repo, state, signers, lifetimes, issued)
 
     return Published(
-        target.path,
+        target_path(info) if info else None,
         stored,
-        info.version,
-        targets.signed.version,
-        snapshot.signed.version,
-        timestamp.signed.version,
+        info.version if info else None,
+        state.targets.signed.version,
+        state.snapshot.signed.version,
+        state.timestamp.signed.version,
     )

@@ -36,7 +36,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     )
     result: dict[str, Any] = {
         "target": published.target_path,
-        "file": str(published.stored_at),
+        "file": str(published.stored_at) if published.stored_at else None,
         "version": published.version,
         "metadata_versions": {
             "targets": published.targets_version,
@@ -47,8 +47,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
+        what = f"published {published.target_path}" if published.target_path else "re-signed"
         print(
-            f"published {published.target_path} (targets v{published.targets_version}, "
+            f"{what} (targets v{published.targets_version}, "
             f"snapshot v{published.snapshot_version}, timestamp v{published.timestamp_version})"
         )
     return 0
@@ -69,7 +70,11 @@ def register(verbs: Any) -> None:
 
     publish = verbs.add_parser("publish", help="add a build's update bundle to a repository")
     publish.add_argument(
-        "artifact", type=Path, help="build output folder (build/NAME/VERSION) or .keelbundle"
+        "artifact",
+        type=Path,
+        nargs="?",
+        help="build output folder (build/NAME/VERSION) or .keelbundle; "
+        "none: only re-sign the metadata with fresh expiry dates",
     )
     publish.add_argument("--repo", type=Path, required=True, help="repository folder")
     publish.add_argument("--keys", type=Path, required=True, help="folder written by `keel keygen`")

@@ -193,6 +193,26 @@ def test_root_can_be_re_signed_with_new_expiry(
     assert cached.signed.version == 2
 
 
+def test_re_signing_without_a_bundle_renews_expired_metadata(
+    repo: Path, url: str, key_dir: Path, tmp_path: Path
+) -> None:
+    repository.publish(repo, None, key_dir, expiries={"timestamp": timedelta(0)})
+    with pytest.raises(exceptions.ExpiredMetadataError):
+        client(url, key_dir / "root.json", tmp_path / "expired").refresh()
+    published = repository.publish(repo, None, key_dir)
+    assert published.target_path is None
+    assert published.timestamp_version == 4
+    updater = client(url, key_dir / "root.json", tmp_path / "host")
+    assert newest_target(updater, tmp_path / "host/metadata").endswith(
+        "demo-1.1.0-x86-64.keelbundle"
+    )
+
+
+def test_re_signing_needs_an_existing_repository(key_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(KeelError, match="not an update repository yet"):
+        repository.publish(tmp_path / "empty", None, key_dir)
+
+
 def test_damaged_bundle_is_not_published(key_dir: Path, tmp_path: Path) -> None:
     path = bundle_of(fake_build(tmp_path / "builds"))
     path.write_bytes(path.read_bytes()[:-20000])

@@ -28,6 +28,9 @@ class _QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         print(f"keel serve: {format % args}", file=sys.stderr, flush=True)
 
+    def log_error(self, format: str, *args: Any) -> None:
+        pass  # the request line that follows already shows the status
+
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         self.log_message("%s %s %s", self.command, self.path, code)
 

@@ -118,7 +118,10 @@ def compress_zstd(source: Path, dest: Path) -> Path:
 
 def write_bundle(payload_dir: Path, dest_dir: Path) -> Path:
     """Write the bundle of the slot payload in payload_dir (payload.json and the files it
-    names) into dest_dir; return its path. The file appears whole or not at all."""
+    names) into dest_dir; return its path. The file appears whole or not at all.
+
+    dest_dir holds one bundle: one left by an earlier build of another version into the
+    same output folder is removed, so `keel publish DIR` never has to guess."""
     payload = json.loads((payload_dir / "payload.json").read_text())
     metadata = bundle_metadata(payload)
     encoded = (json.dumps(metadata, indent=2) + "\n").encode()
@@ -139,6 +142,9 @@ def write_bundle(payload_dir: Path, dest_dir: Path) -> Path:
                     tar.addfile(_tar_entry(member, source.stat().st_size), handle)
         partial.chmod(_MODE)
         os.replace(partial, dest)
+    for stale in dest_dir.glob(f"*{BUNDLE_SUFFIX}"):
+        if stale != dest:
+            stale.unlink()
     return dest
 
 

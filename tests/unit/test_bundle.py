@@ -138,3 +138,12 @@ def test_other_tar_is_not_a_bundle(tmp_path: Path) -> None:
     path.write_bytes(b"plain text, not a tar at all" * 50)
     with pytest.raises(KeelError, match="not a readable bundle"):
         bundle.read_bundle(path)
+
+
+def test_bundle_of_an_earlier_version_in_the_same_folder_is_replaced(tmp_path: Path) -> None:
+    build = fake_build(tmp_path, "1.0.0")
+    payload = json.loads((build / "payload/payload.json").read_text())
+    payload["version"] = "1.0.1"
+    (build / "payload/payload.json").write_text(json.dumps(payload))
+    bundle.write_bundle(build / "payload", build / "bundle")
+    assert [p.name for p in (build / "bundle").iterdir()] == ["demo-1.0.1-x86-64.keelbundle"]

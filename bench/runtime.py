@@ -1,0 +1,181 @@
+"""Runtime figures of built images: idle RAM and power-on to a declared container.
+
+1. Boots the docker-host image (no containers), waits until the boot is finished and
+   the machine has settled, and reads /proc/meminfo: used = MemTotal - MemAvailable
+   (target: at most 200 MB), with the largest processes.
+2. Boots an image that declares a container (tests/integration/images/runtime-host.yaml:
+   the busybox "counter" container from a baked archive) and reports the time from
+   `keel run` starting QEMU to the container running, under the accelerator in use.
+
+Images are built first when missing (into build/rt/). One VM at a time.
+Usage: python bench/runtime.py [--settle 30] [--idle-image DIR] [--container-image DIR]
+       [--json]"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from composer.errors import KeelError
+from composer.paths import PROJECT_ROOT, vm_root
+from composer.testing import KeelVM
+from composer.vm import runner
+
+BUILD = PROJECT_ROOT / "build/rt"
+IDLE_DEFINITION = PROJECT_ROOT / "images/docker-host.yaml"
+CONTAINER_DEFINITION = PROJECT_ROOT / "tests/integration/images/runtime-host.yaml"
+CONTAINER = "counter"
+TARGET_MB = 200
+
+
+@dataclass
+class IdleMemory:
+    mem_total_mb: float
+    mem_available_mb: float
+    used_mb: float
+    free_used_mb: float  # `free`'s "used" column, for comparison
+    boot_seconds: float
+    top_processes: list[str] = field(default_factory=list)
+    running_services: list[str] = field(default_factory=list)
+    # The engine starts on demand (docker.socket): the first `docker info` pays for it.
+    first_docker_call_seconds: float = 0.0
+
+
+@dataclass
+class ContainerStart:
+    ssh_ready_seconds: float
+    container_running_seconds: float  # from keel run's start (power-on) to StartedAt
+
+
+def ensure_image(definition: Path, out: Path) -> Path:
+    if (out / "manifest.json").exists():
+        return out
+    from composer.build import build_image
+
+    if definition == CONTAINER_DEFINITION:
+        sys.path.insert(0, str(PROJECT_ROOT))
+        from tests.integration.images.busybox_archive import make_busybox_archive
+
+        make_busybox_archive(BUILD / "busybox.tar")
+    return build_image(definition, out_dir=out, quiet=True).out_dir
+
+
+def boot(image: Path, name: str) -> KeelVM:
+    options = runner.RunOptions(image=image, name=name, die_with_parent=True)
+    return KeelVM.start(options, vm_root())
+
+
+def meminfo(vm: KeelVM) -> dict[str, float]:
+    text = vm.run("cat /proc/meminfo", check=True).stdout
+    return {k: int(v) / 1024 for k, v in re.findall(r"^(\w+):\s+(\d+) kB", text, re.M)}
+
+
+def measure_idle(image: Path, settle: float) -> IdleMemory:
+    vm = boot(image, f"rt-bench-idle-{int(time.time()) % 10000}")
+    try:
+        vm.run("systemctl is-system-running --wait", timeout=600)
+        time.sleep(settle)
+        info = meminfo(vm)
+        free = vm.run("free -m", check=True).stdout.split("\n")[1].split()
+        top = vm.run("ps -eo rss=,comm= --sort=-rss | head -8", check=True).stdout
+        services = vm.run(
+            "systemctl list-units --type=service --state=running --no-legend --plain "
+            "| awk '{print $1}'",
+            check=True,
+        ).stdout.split()
+        started = time.monotonic()
+        vm.run("docker info --format '{{.ID}}'", check=True, timeout=300)
+        first_call = time.monotonic() - started
+        return IdleMemory(
+            first_docker_call_seconds=round(first_call, 1),
+            mem_total_mb=round(info["MemTotal"], 1),
+            mem_available_mb=round(info["MemAvailable"], 1),
+            used_mb=round(info["MemTotal"] - info["MemAvailable"], 1),
+            free_used_mb=float(free[2]),
+            boot_seconds=round(vm.boot_seconds, 1),
+            top_processes=[" ".join(line.split()) for line in top.splitlines()],
+            running_services=services,
+        )
+    finally:
+        vm.stop()
+        vm.kill()
+
+
+def measure_container_start(image: Path) -> ContainerStart:
+    vm = boot(image, f"rt-bench-ctr-{int(time.time()) % 10000}")
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            state = vm.run(f"docker inspect -f '{{{{.State.Running}}}} {{{{.State.StartedAt}}}}' "
+                           f"{CONTAINER} 2>/dev/null; cat /proc/uptime; date +%s.%N")  # fmt: skip
+            lines = state.stdout.split("\n")
+            if lines[0].startswith("true"):
+                break
+            if time.monotonic() > deadline:
+                raise KeelError(f"container {CONTAINER} did not run within 600s")
+            time.sleep(1)
+        host_now = time.time()
+        started = datetime.datetime.fromisoformat(lines[0].split()[1][:26].rstrip("Z"))
+        started_wall = started.replace(tzinfo=datetime.UTC).timestamp()
+        uptime = float(lines[1].split()[0])
+        guest_now = float(lines[2])
+        # All in guest clocks except the time before the kernel, taken as in
+        # bench/boot.py: host time since keel run's start minus the guest's uptime.
+        before_kernel = host_now - vm.started_at - uptime
+        since_kernel = uptime - (guest_now - started_wall)
+        return ContainerStart(round(vm.boot_seconds, 1), round(before_kernel + since_kernel, 1))
+    finally:
+        vm.stop()
+        vm.kill()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--settle", type=float, default=30.0, help="seconds idle after boot")
+    parser.add_argument("--idle-image", type=Path, default=None)
+    parser.add_argument("--container-image", type=Path, default=None)
+    parser.add_argument("--json", action="store_true", help="print JSON for machines")
+    args = parser.parse_args()
+    try:
+        idle_image = args.idle_image or ensure_image(IDLE_DEFINITION, BUILD / "docker-host")
+        idle = measure_idle(idle_image, args.settle)
+        container_image = args.container_image or ensure_image(
+            CONTAINER_DEFINITION, BUILD / "rt-host"
+        )
+        start = measure_container_start(container_image)
+    except KeelError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"idle_memory": asdict(idle), "container_start": asdict(start),
+                          "target_idle_used_mb": TARGET_MB}, indent=2))  # fmt: skip
+        return 0
+    rows = [
+        ("idle docker-host RAM used (MemTotal-MemAvailable)", f"{idle.used_mb:.0f} MB",
+         f"target <= {TARGET_MB} MB: {'met' if idle.used_mb <= TARGET_MB else 'NOT met'}"),
+        ("  free(1) 'used'", f"{idle.free_used_mb:.0f} MB", f"of {idle.mem_total_mb:.0f} MB"),
+        ("  docker-host boot to SSH", f"{idle.boot_seconds:.0f} s", ""),
+        ("  first docker call (engine started on demand)",
+         f"{idle.first_docker_call_seconds:.0f} s", "docker.socket -> dockerd"),
+        ("power-on to declared container running", f"{start.container_running_seconds:.0f} s",
+         "keel run start -> docker StartedAt"),
+        ("  container image boot to SSH", f"{start.ssh_ready_seconds:.0f} s", ""),
+    ]  # fmt: skip
+    width = max(len(r[0]) for r in rows)
+    for label, value, note in rows:
+        print(f"{label:<{width}}  {value:>8}  {note}")
+    print("\nlargest processes when idle (RSS kB):")
+    for line in idle.top_processes:
+        print(f"  {line}")
+    print(f"running services: {' '.join(idle.running_services)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -159,6 +159,25 @@ class EspTree:
             fsync_dir(self.entries_dir)
         return name
 
+    def bless(self, entry: Entry) -> str:
+        """Drop the counter: the entry has booted well and is tried no more."""
+        name = bootentry.entry_filename(entry.version, entry.slot, tries=None)
+        if name != entry.filename:
+            os.replace(self.entries_dir / entry.filename, self.entries_dir / name)
+            fsync_dir(self.entries_dir)
+        return name
+
+    def counted_boot_entry(self, efivars: Path = EFIVARS) -> Entry | None:
+        """The entry systemd-boot counted this boot against (LoaderBootCountPath names
+        it, already renamed to the decremented counter), if it is one of Keel's."""
+        path = read_efi_string("LoaderBootCountPath", efivars)
+        if not path:
+            return None
+        entry = parse_entry(path.replace("\\", "/").rsplit("/", 1)[-1])
+        if entry is None or not (self.entries_dir / entry.filename).exists():
+            return None
+        return entry
+
     def free_bytes(self) -> int:
         stats = os.statvfs(self.root)
         return stats.f_bavail * stats.f_frsize

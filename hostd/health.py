@@ -1,10 +1,14 @@
 """The health gate: decides whether a boot of a not-yet-blessed entry is good.
 
-keel-health.service runs it before boot-complete.target, only when systemd-boot
-started this boot from an entry with a tries counter. Passing lets
-systemd-bless-boot.service (ordered after boot-complete.target) remove the counter.
-Failing records why on var (so `keelctl status` can say it after the rollback),
-marks the entry bad with `systemd-bless-boot bad` and reboots into the other slot.
+keel-health.service runs it after multi-user.target, only when systemd-boot started
+this boot from an entry with a tries counter (the LoaderBootCountPath EFI variable).
+Passing blesses the entry: the counter is removed from its name. Failing records why
+on var (so `keelctl status` can say it after the rollback), marks the entry bad
+(+0-N, sorted last by systemd-boot) and reboots into the other slot.
+
+This is what systemd-bless-boot does; Debian ships that in the `systemd-boot` package,
+which a Keel image does not carry (it only needs `systemd-boot-efi`), and doing the
+two renames here keeps the decision and its record in one place.
 
 Checks, retried until a deadline because a fresh boot is still settling:
   - no failed systemd units
@@ -29,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from hostd import slots
-from hostd.esp import EspTree, parse_entry, read_efi_string
+from hostd.esp import EspTree, read_efi_string
 from hostd.state import STATE_DIR, write_atomically
 
 log = logging.getLogger("keel.health")
@@ -198,23 +202,23 @@ def other_slot_bootable(esp: EspTree) -> bool:
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    counting = read_efi_string("LoaderBootCountPath")
-    if counting is None:
+    esp = EspTree()
+    entry = esp.counted_boot_entry()
+    if entry is None:
         log.info("health: this boot's entry is not counting; nothing to decide")
         return 0
-    log.info("health: checking boot of %s", parse_entry(Path(counting).name) or counting)
+    log.info("health: checking the boot of %s", entry.filename)
     failure = run_checks()
     if failure is None:
         record("passed", "all health checks passed")
-        log.info("health: passed; systemd-bless-boot will bless this entry")
+        log.info("health: passed; blessed %s", esp.bless(entry))
         return 0
     log.error("health: FAILED: %s", failure)
     record("failed", failure)
-    if not other_slot_bootable(EspTree()):
+    if not other_slot_bootable(esp):
         log.error("health: no other slot to fall back to; staying up on this version")
         return 1
-    subprocess.run(["/usr/lib/systemd/systemd-bless-boot", "bad"], check=False)
-    log.error("health: entry marked bad; rebooting into the previous version")
+    log.error("health: marked %s; rebooting into the previous version", esp.mark_bad(entry))
     subprocess.run(["systemctl", "reboot"], check=False)
     return 1
 

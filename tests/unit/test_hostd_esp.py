@@ -88,3 +88,20 @@ def test_efi_variables_are_utf16_after_four_attribute_bytes(tmp_path: Path) -> N
     )
     assert read_efi_string("LoaderBootCountPath", tmp_path) == value
     assert read_efi_string("LoaderEntrySelected", tmp_path) is None
+
+
+def test_bless_and_the_counted_entry(tmp_path: Path) -> None:
+    esp = EspTree(tmp_path / "esp")
+    esp.entries_dir.mkdir(parents=True)
+    (esp.entries_dir / "keel-2.0.0-b+2-1.conf").write_text("x")
+    efivars = tmp_path / "efivars"
+    efivars.mkdir()
+    value = "\\loader\\entries\\keel-2.0.0-b+2-1.conf\0"
+    (efivars / "LoaderBootCountPath-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f").write_bytes(
+        b"\x06\x00\x00\x00" + value.encode("utf-16-le")
+    )
+    counted = esp.counted_boot_entry(efivars)
+    assert counted is not None and counted.filename == "keel-2.0.0-b+2-1.conf"
+    assert esp.bless(counted) == "keel-2.0.0-b.conf"
+    assert [e.state for e in esp.entries()] == ["good"]
+    assert esp.counted_boot_entry(efivars) is None  # renamed since

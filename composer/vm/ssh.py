@@ -43,11 +43,15 @@ def ssh_argv(vm: VmDir, command: list[str]) -> list[str]:
     return ["ssh", "-F", str(vm.ssh_config.absolute()), vm.name, *command]
 
 
-def banner_answers(port: int, timeout: float = 3.0) -> bool:
+def banner_answers(port: int, timeout: float = 10.0) -> bool:
     """True when something speaking SSH answers on the forwarded port.
 
     QEMU's user networking accepts the TCP connection itself even while nothing
-    listens in the guest, so only the `SSH-` banner proves sshd is there."""
+    listens in the guest, so only the `SSH-` banner proves sshd is there. The timeout
+    is generous: sshd re-executes itself for every connection, which under TCG on a
+    busy host takes seconds, and probes that always give up too early keep sshd busy
+    with dead connections and never succeed. A long probe costs little: QEMU keeps
+    retrying the guest connection, so it completes as soon as sshd listens."""
     try:
         with socket.create_connection((LOCALHOST, port), timeout=timeout) as s:
             return s.recv(4).startswith(b"SSH-")
@@ -74,7 +78,7 @@ def connect(port: int, key: Path, timeout: float = 10.0) -> paramiko.SSHClient:
 
 def login_works(port: int, key: Path) -> bool:
     try:
-        client = connect(port, key)
+        client = connect(port, key, timeout=30)
     except (OSError, paramiko.SSHException, EOFError):
         return False
     client.close()

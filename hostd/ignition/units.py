@@ -3,10 +3,9 @@ the [Install] section (the symlinks `systemctl enable` makes), masking."""
 
 from __future__ import annotations
 
-import configparser
 from pathlib import Path
 
-from hostd.ignition.config import ConfigError, Unit
+from hostd.ignition.config import Unit
 from hostd.ignition.tree import Tree
 
 LOCAL_UNITS = "etc/systemd/system"
@@ -31,19 +30,24 @@ def _find_unit(root: Path, name: str) -> Path | None:
 
 
 def install_targets(text: str) -> list[tuple[str, str]]:
-    """(WantedBy|RequiredBy, target) pairs of a unit's [Install] section."""
-    parser = configparser.ConfigParser(strict=False, interpolation=None)
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
-    try:
-        parser.read_string(text)
-    except configparser.Error as error:
-        raise ConfigError(f"cannot read the unit: {error}") from None
-    if not parser.has_section("Install"):
-        return []
+    """(".wants" or ".requires", target) for each WantedBy=/RequiredBy= of [Install].
+
+    Read by hand: a unit may repeat a key, which configparser would collapse."""
     found = []
-    for key, suffix in (("WantedBy", ".wants"), ("RequiredBy", ".requires")):
-        for value in parser.get("Install", key, fallback="").split():
-            found.append((suffix, value))
+    section = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+            continue
+        key, equals, value = line.partition("=")
+        if section != "Install" or not equals:
+            continue
+        suffix = {"WantedBy": ".wants", "RequiredBy": ".requires"}.get(key.strip())
+        if suffix:
+            found += [(suffix, target) for target in value.split()]
     return found
 
 

@@ -213,3 +213,15 @@ def test_fw_cfg_config_wins_over_the_baked_one(root: Path) -> None:
 
 def test_no_config_is_recorded(root: Path) -> None:
     assert provision(root)["result"] == "none"
+
+
+def test_repeated_install_keys_all_count() -> None:
+    from hostd.ignition.units import install_targets
+
+    text = "[Install]\nWantedBy=a.target\nWantedBy=b.target c.target\nRequiredBy=d.target\n"
+    assert install_targets(text) == [
+        (".wants", "a.target"),
+        (".wants", "b.target"),
+        (".wants", "c.target"),
+        (".requires", "d.target"),
+    ]

@@ -105,8 +105,10 @@ def main() -> int:
         finally:
             vm.stop()
             vm.kill()
-    figures = {
-        "bundle_bytes": published.stored_at.stat().st_size,
+    assert published.stored_at is not None, "publish did not store the bundle"
+    bundle_bytes = published.stored_at.stat().st_size
+    figures: dict[str, object] = {
+        "bundle_bytes": bundle_bytes,
         "update_seconds": round(update_seconds, 1),
         "phases": phase_seconds(history),
         "downtime_reboot_to_ssh_seconds": round(downtime, 1),
@@ -115,7 +117,7 @@ def main() -> int:
     if args.json:
         print(json.dumps(figures, indent=2))
     else:
-        print(f"bundle: {figures['bundle_bytes'] / 2**20:.0f} MiB")
+        print(f"bundle: {bundle_bytes / 2**20:.0f} MiB")
         print(f"download + verify + write: {figures['update_seconds']} s {figures['phases']}")
         print(
             f"downtime, reboot to SSH in {version}: {figures['downtime_reboot_to_ssh_seconds']} s"

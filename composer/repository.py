@@ -41,6 +41,7 @@ from tuf.api.serialization.json import JSONSerializer
 from composer import bundle, keys
 from composer.errors import KeelError
 from composer.manifest import sha256_file
+from hostd.version import version_key as shared_version_key
 
 DEFAULT_EXPIRIES: dict[str, timedelta] = {
     "root": keys.ROOT_LIFETIME,
@@ -51,7 +52,6 @@ DEFAULT_EXPIRIES: dict[str, timedelta] = {
 
 _DURATION = re.compile(r"^(-?\d+)([smhdw])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_VERSION = re.compile(r"^[0-9]+(\.[0-9]+)*(-[0-9A-Za-z.]+)?$")
 
 
 def parse_duration(text: str) -> timedelta:
@@ -76,22 +76,11 @@ def parse_expiry(text: str) -> tuple[str, timedelta]:
 
 
 def version_key(version: str) -> tuple[Any, ...]:
-    """Sort key of an image version ("1.2.10", "2.0-rc1").
-
-    The dotted numbers compare numerically part by part, missing parts count as 0
-    (1.2 == 1.2.0); with equal numbers a version with a suffix comes before the one
-    without (2.0-rc1 < 2.0); suffixes compare dot-separated part by part, numbers
-    numerically and before words."""
-    if not _VERSION.match(version):
-        raise KeelError(f"not an image version: {version!r}")
-    core, _, suffix = version.partition("-")
-    numbers = [int(part) for part in core.split(".")]
-    while len(numbers) > 1 and numbers[-1] == 0:
-        numbers.pop()
-    suffix_key = tuple(
-        (0, int(part), "") if part.isdigit() else (1, 0, part) for part in suffix.split(".")
-    )
-    return (tuple(numbers), 0 if suffix else 1, suffix_key if suffix else ())
+    """Sort key of an image version: the order hostd uses too (hostd/version.py)."""
+    try:
+        return shared_version_key(version)
+    except ValueError as error:
+        raise KeelError(str(error)) from None
 
 
 def target_path(info: bundle.BundleInfo) -> str:

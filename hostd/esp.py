@@ -22,6 +22,7 @@ from pathlib import Path
 from hostd import bootentry
 from hostd.bundle_reader import Part, check_digest
 from hostd.state import fsync_dir
+from hostd.version import version_key
 
 ESP = Path("/efi")
 EFIVARS = Path("/sys/firmware/efi/efivars")
@@ -33,16 +34,6 @@ _ENTRY = re.compile(
 
 class EspError(Exception):
     pass
-
-
-def version_key(version: str) -> tuple[tuple[int, int, str], ...]:
-    """Order versions the way people (and systemd-boot) read them: 1.10 > 1.9 > 1.9rc1."""
-    parts = re.findall(r"[0-9]+|[A-Za-z]+", version)
-    return tuple((1, int(p), "") if p.isdigit() else (0, 0, p) for p in parts)
-
-
-def is_newer(candidate: str, than: str) -> bool:
-    return version_key(candidate) > version_key(than)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ import pytest
 
 from hostd import bootentry
 from hostd.bundle_reader import BundleError, Part
-from hostd.esp import EspTree, is_newer, parse_entry, read_efi_string
+from hostd.esp import EspTree, parse_entry, read_efi_string
+from hostd.version import is_newer
 
 
 @pytest.mark.parametrize(("name", "version", "slot", "state"), [
@@ -35,6 +36,10 @@ def test_versions_compare_as_numbers() -> None:
     assert is_newer("2.0.0", "1.0.0")
     assert not is_newer("1.0.0", "1.0.0")
     assert not is_newer("0.9", "1.0")
+    # The same order `keel publish` enforces: a release candidate comes before its
+    # release, and trailing zeros do not make a version newer.
+    assert is_newer("2.0", "2.0-rc1")
+    assert not is_newer("1.2.0", "1.2")
 
 
 def entry(version: str, slot: str) -> bootentry.BootEntry:

@@ -187,6 +187,11 @@ def test_declared_container_runs_from_the_baked_archive(vm_a: KeelVM) -> None:
     assert mount[0]["Name"] == "counter-data"
     assert mount[0]["Source"].startswith("/var/lib/docker/volumes/")
     identity_a["engine"] = out(vm_a, "docker info --format '{{.ID}}'")
+    # AppArmor confines the container; logs rotate (daemon.json).
+    assert out(vm_a, "docker inspect -f '{{.AppArmorProfile}}' counter") == "docker-default"
+    assert out(vm_a, "docker inspect -f '{{.HostConfig.LogConfig.Config}}' counter") == (
+        "map[max-file:3 max-size:10m]"
+    )
 
 
 def test_preloaded_image_runs_without_network(vm_a: KeelVM) -> None:

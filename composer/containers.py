@@ -5,11 +5,13 @@
   on the first boot that sees them;
 - each containers.services entry becomes the instance keel-container@NAME.service of
   a template unit, with a drop-in holding its `docker run` command line, enabled for
-  multi-user.target. systemd supervises the container (its restart policy becomes the
+  multi-user.target, and listed in /usr/lib/keel/containers.json for hostd's health
+  gate. systemd supervises the container (its restart policy becomes the
   unit's Restart=), and the engine starts at boot only when a container needs it."""
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
@@ -22,6 +24,8 @@ from composer.paths import OVERLAYS_DIR
 ARCHIVE_DIR = "usr/lib/keel/containers"
 UNIT_DIR = "usr/lib/systemd/system"
 TEMPLATE = "keel-container@.service"
+# The declared containers, for hostd's health gate (hostd/health.py reads it).
+DECLARATIONS = "usr/lib/keel/containers.json"
 LOAD_UNIT = "keel-container-load.service"
 
 # docker run --restart is not used: `--rm` and systemd supervise the container instead.
@@ -107,6 +111,13 @@ def install_containers(defn: ImageDefinition, tree: Path) -> None:
         dest = archives / f"{index:02d}-{archive.name}"
         shutil.copyfile(archive, dest)
         dest.chmod(0o644)
+    declarations = [
+        {"name": s.name, "image": s.image, "unit": f"keel-container@{s.name}.service",
+         "healthcheck": bool(s.healthcheck.command)}
+        for s in defn.containers.services
+    ]  # fmt: skip
+    (tree / DECLARATIONS).parent.mkdir(parents=True, exist_ok=True)
+    (tree / DECLARATIONS).write_text(json.dumps({"services": declarations}, indent=2) + "\n")
     for service in defn.containers.services:
         instance = f"keel-container@{service.name}.service"
         dropin = tree / UNIT_DIR / f"{instance}.d" / "10-container.conf"

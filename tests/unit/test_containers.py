@@ -84,6 +84,8 @@ def test_install_writes_units_archives_and_enables(
     assert (units / "keel-container@.service").is_file()
     assert (units / "keel-container-load.service").is_file()
     assert "demo/web:1" in (units / "keel-container@web.service.d/10-container.conf").read_text()
+    declared = json.loads((tree / "usr/lib/keel/containers.json").read_text())
+    assert declared["services"][0]["name"] == "web"
     link = tree / "etc/systemd/system/multi-user.target.wants/keel-container@web.service"
     assert os.readlink(link) == "/usr/lib/systemd/system/keel-container@.service"
 
@@ -160,3 +162,27 @@ def test_loader_loads_each_archive_once(tmp_path: Path, monkeypatch: pytest.Monk
     assert loader.load_archives(archives, loaded) == 0
     assert loader.load_archives(archives, loaded) == 0
     assert calls == [["docker", "load", "--input", str(archives / "00-a.tar")]]
+
+
+def test_engine_starts_on_demand_unless_a_tcp_endpoint_needs_it(
+    project: Project, minimal: Callable[[str], str], tmp_path: Path
+) -> None:
+    from composer.engine import start_engine_on_demand
+
+    def tree_with_docker(name: str) -> Path:
+        tree = tmp_path / name
+        for wants, unit in (("multi-user", "docker.service"), ("multi-user", "containerd.service"),
+                            ("sockets", "docker.socket")):  # fmt: skip
+            link = tree / f"etc/systemd/system/{wants}.target.wants/{unit}"
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(f"/lib/systemd/system/{unit}")
+        return tree
+
+    tree = tree_with_docker("plain")
+    assert start_engine_on_demand(project.load(minimal("")), tree)
+    assert not (tree / "etc/systemd/system/multi-user.target.wants/docker.service").is_symlink()
+    assert (tree / "etc/systemd/system/sockets.target.wants/docker.socket").is_symlink()
+    tls = tree_with_docker("tls")
+    assert not start_engine_on_demand(project.load(minimal("docker: {tls: true}\n")), tls)
+    assert (tls / "etc/systemd/system/multi-user.target.wants/docker.service").is_symlink()
+    assert not start_engine_on_demand(project.load(minimal("")), tmp_path / "no-docker")

@@ -20,6 +20,7 @@ TOOLS = (
     Tool("mkfs.vfat", "dosfstools", "keel build: EFI System Partition"),
     Tool("mcopy", "mtools", "keel build: files into the ESP without mounting"),
     Tool("mkfs.ext4", "e2fsprogs", "keel build: var partition"),
+    Tool("debugfs", "e2fsprogs", "keel build: reproducible var partition timestamps"),
     Tool("sfdisk", "fdisk", "keel build: GPT partition table"),
     Tool("qemu-img", "qemu-utils", "keel build: qcow2 image; keel run: VM overlays"),
     Tool("dpkg-query", "dpkg", "keel build: package list in the manifest"),

@@ -56,6 +56,7 @@ def make_ext4(tree: Path, output: Path, *, size: int, label: str, fs_uuid: str, 
     output.unlink(missing_ok=True)
     with output.open("wb") as handle:
         handle.truncate(size)
+    _clamp_mtimes(tree, epoch)
     run.run(
         [
             "mkfs.ext4", "-q", "-F",
@@ -67,4 +68,25 @@ def make_ext4(tree: Path, output: Path, *, size: int, label: str, fs_uuid: str, 
         ],
         env={"E2FSPROGS_FAKE_TIME": str(epoch)},
     )  # fmt: skip
+    _clamp_ext4_change_times(tree, output, epoch)
     return output
+
+
+def _clamp_ext4_change_times(tree: Path, image: Path, epoch: int) -> None:
+    """mkfs.ext4 -d copies each source file's ctime, which is when this build created
+    it and cannot be set from user space; debugfs rewrites it (and the creation time)
+    in the image so two builds give the same bytes. mtime and atime are clamped on
+    the source files before mkfs."""
+    paths = ["/", *sorted("/" + str(p.relative_to(tree)) for p in tree.rglob("*"))]
+    commands = []
+    for path in paths:
+        quoted = '"' + path.replace('"', '\\"') + '"'
+        for field in ("ctime", "crtime"):
+            commands.append(f"set_inode_field {quoted} {field} @{epoch}")
+            commands.append(f"set_inode_field {quoted} {field}_extra 0")
+    # The fake time also keeps debugfs from stamping the superblock's last write time.
+    run.run(
+        ["debugfs", "-w", "-f", "-", image],
+        input="\n".join(commands).encode(),
+        env={"E2FSPROGS_FAKE_TIME": str(epoch)},
+    )

@@ -8,7 +8,13 @@ Crash safety rests on two rules:
   goes last, so systemd-boot never sees an entry whose kernel is missing or partial.
 FAT has no atomic rename in the POSIX sense, but a rename is one directory update,
 and systemd-boot ignores files that do not end in .conf, so a cut mid-way leaves
-either the old name or the new one."""
+either the old name or the new one.
+
+A rename on FAT is durable only once the file itself is synced again: Linux's vfat
+writes the new directory entry with size 0 and no first cluster, and fills both in
+when it writes the inode back, up to a minute later. Syncing only the folder (as on
+ext4) left a 0-byte keel-1.0.0-a.conf after a power cut, and a machine with no
+bootable entry. So every rename here goes through _rename_durably()."""
 
 from __future__ import annotations
 
@@ -68,6 +74,18 @@ def parse_entry(filename: str) -> Entry | None:
     )
 
 
+def _rename_durably(source: Path, dest: Path) -> None:
+    """Rename on the ESP and sync the renamed file (its size and first cluster live in
+    the new directory entry, written with the inode) and then the folder."""
+    os.replace(source, dest)
+    fd = os.open(dest, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    fsync_dir(dest.parent)
+
+
 class EspTree:
     """One mounted ESP (tests pass a tmp dir)."""
 
@@ -100,6 +118,11 @@ class EspTree:
             fsync_dir(self.entries_dir)
         return removed
 
+    def remove_entry(self, filename: str) -> None:
+        """Remove one loader entry, durably."""
+        (self.entries_dir / filename).unlink(missing_ok=True)
+        fsync_dir(self.entries_dir)
+
     def remove_slot_boot_files(self, slot: str) -> None:
         """Free the ESP space of a slot whose entries are gone (FAT is small)."""
         for rel in (bootentry.kernel_path(slot), bootentry.initrd_path(slot)):
@@ -125,8 +148,7 @@ class EspTree:
         except Exception:
             temporary.unlink(missing_ok=True)
             raise
-        os.replace(temporary, dest)
-        fsync_dir(dest.parent)
+        _rename_durably(temporary, dest)
 
     def write_entry(self, entry: bootentry.BootEntry, tries: int = bootentry.DEFAULT_TRIES) -> str:
         """Install a loader entry with a fresh tries counter, atomically."""
@@ -138,24 +160,21 @@ class EspTree:
             handle.write(entry.render())
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temporary, self.entries_dir / name)
-        fsync_dir(self.entries_dir)
+        _rename_durably(temporary, self.entries_dir / name)
         return name
 
     def mark_bad(self, entry: Entry) -> str:
         """Rename to +0-DONE: systemd-boot sorts it last and boots another entry."""
         name = f"keel-{entry.version}-{entry.slot}+0-{entry.done or 0}.conf"
         if name != entry.filename:
-            os.replace(self.entries_dir / entry.filename, self.entries_dir / name)
-            fsync_dir(self.entries_dir)
+            _rename_durably(self.entries_dir / entry.filename, self.entries_dir / name)
         return name
 
     def bless(self, entry: Entry) -> str:
         """Drop the counter: the entry has booted well and is tried no more."""
         name = bootentry.entry_filename(entry.version, entry.slot, tries=None)
         if name != entry.filename:
-            os.replace(self.entries_dir / entry.filename, self.entries_dir / name)
-            fsync_dir(self.entries_dir)
+            _rename_durably(self.entries_dir / entry.filename, self.entries_dir / name)
         return name
 
     def counted_boot_entry(self, efivars: Path = EFIVARS) -> Entry | None:

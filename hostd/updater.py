@@ -352,7 +352,7 @@ class Updater:
             )
             self.esp.write_entry(fresh)
             if entry.filename != bootentry.entry_filename(entry.version, other):
-                (self.esp.entries_dir / entry.filename).unlink(missing_ok=True)
+                self.esp.remove_entry(entry.filename)
             if current is not None:
                 self.esp.mark_bad(current)
             reason = f"rolled back by the operator from {self.release.version} to {entry.version}"

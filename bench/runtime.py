@@ -17,6 +17,7 @@ import argparse
 import datetime
 import json
 import re
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -127,6 +128,7 @@ def measure_idle(image: Path, settle: float) -> IdleHost:
     finally:
         vm.stop()
         vm.kill()
+        shutil.rmtree(vm.vm_dir.path, ignore_errors=True)
 
 
 def measure_container_start(image: Path) -> ContainerStart:
@@ -155,6 +157,7 @@ def measure_container_start(image: Path) -> ContainerStart:
     finally:
         vm.stop()
         vm.kill()
+        shutil.rmtree(vm.vm_dir.path, ignore_errors=True)
 
 
 def main() -> int:

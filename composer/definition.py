@@ -171,7 +171,7 @@ def _without_required(schema: Any) -> Any:
     return stripped
 
 
-def _dereference(subschema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+def dereference(subschema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
     """Follow a local "$ref", keeping the keywords written beside it (they win)."""
     ref = subschema.get("$ref")
     if not isinstance(ref, str) or not ref.startswith("#/"):
@@ -179,15 +179,15 @@ def _dereference(subschema: dict[str, Any], root: dict[str, Any]) -> dict[str, A
     target: Any = root
     for part in ref[2:].split("/"):
         target = target[part]
-    return {**_dereference(target, root), **{k: v for k, v in subschema.items() if k != "$ref"}}
+    return {**dereference(target, root), **{k: v for k, v in subschema.items() if k != "$ref"}}
 
 
 def _with_defaults(data: Any, subschema: dict[str, Any], root: dict[str, Any]) -> Any:
     """Fill in the schema's defaults, so the resolved document describes the whole build."""
-    subschema = _dereference(subschema, root)
+    subschema = dereference(subschema, root)
     if isinstance(data, dict) and "properties" in subschema:
         for name, property_schema in subschema["properties"].items():
-            property_schema = _dereference(property_schema, root)
+            property_schema = dereference(property_schema, root)
             if name not in data and "default" in property_schema:
                 data[name] = copy.deepcopy(property_schema["default"])
             if name in data:

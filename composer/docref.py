@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from composer.definition import dereference
 from composer.paths import PROJECT_ROOT, SCHEMA_FILE
 
 REFERENCE_FILE = PROJECT_ROOT / "docs" / "image-definition.md"
@@ -100,14 +101,8 @@ def _render_section(section: _Section, root: dict[str, Any]) -> list[str]:
 
 
 def _resolve(root: dict[str, Any], subschema: dict[str, Any]) -> dict[str, Any]:
-    """Follow a local "$ref"; keywords written beside it win over the target's."""
-    ref = subschema.get("$ref")
-    if not isinstance(ref, str) or not ref.startswith("#/"):
-        return subschema
-    target: Any = root
-    for part in ref[2:].split("/"):
-        target = target[part]
-    return {**_resolve(root, target), **{k: v for k, v in subschema.items() if k != "$ref"}}
+    """Follow a local "$ref" the way the loader does."""
+    return dereference(subschema, root)
 
 
 def _type_of(root: dict[str, Any], schema: dict[str, Any]) -> str:

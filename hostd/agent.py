@@ -1,6 +1,7 @@
 """keel-hostd.service: the API for keelctl, and the policy's clock.
 
-Every check_interval it asks the repository for a newer version and installs it;
+Every check_interval it asks the repository for a newer version and installs it (the
+first time one tick after start; never, when check_interval is "never");
 every minute it reboots into an installed update when the policy allows (immediate,
 or inside the maintenance window). At start, and on every tick, it reconciles the
 state with what booted, which is how an automatic rollback is noticed."""
@@ -27,8 +28,9 @@ def scheduler(updater: Updater, stop: threading.Event) -> None:
         try:
             updater.reconcile()
             policy = updater.policy()
-            if policy.repository and time.monotonic() >= next_check:
-                next_check = time.monotonic() + policy.check_seconds()
+            interval = policy.check_seconds()
+            if policy.repository and interval is not None and time.monotonic() >= next_check:
+                next_check = time.monotonic() + interval
                 updater.update()
             updater.reboot_if_due()
         except (Refused, PolicyError) as error:

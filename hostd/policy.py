@@ -16,6 +16,8 @@ from typing import Any
 IMAGE_POLICY = Path("/usr/lib/keel/update/policy.json")
 HOST_POLICY = Path("/etc/keel/update.json")
 REBOOT_STRATEGIES = ("immediate", "window", "manual")
+# check_interval: no scheduled checks; only `keelctl check` and `keelctl update` look.
+NEVER = "never"
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _DURATION = re.compile(r"^([0-9]+)(s|min|h|d)$")
 _UNIT_SECONDS = {"s": 1, "min": 60, "h": 3600, "d": 86400}
@@ -65,7 +67,10 @@ class Policy:
     reboot: str = "manual"
     window: Window = Window()
 
-    def check_seconds(self) -> int:
+    def check_seconds(self) -> int | None:
+        """Seconds between scheduled checks; None when the policy says "never"."""
+        if self.check_interval == NEVER:
+            return None
         return parse_duration(self.check_interval)
 
     def may_reboot(self, now: datetime) -> bool:
@@ -103,7 +108,7 @@ def _validate(policy: Policy) -> None:
         raise PolicyError(
             f"reboot is {policy.reboot!r}; choose one of {', '.join(REBOOT_STRATEGIES)}"
         )
-    parse_duration(policy.check_interval)
+    policy.check_seconds()
     parse_duration(policy.window.duration)
     unknown = [day for day in policy.window.days if day not in DAYS]
     if unknown:

@@ -152,8 +152,13 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
         )
         try:
             chain.wait_for_hostd()
-            # Policy for the test: this repository, and reboots only when asked.
-            policy = json.dumps({"repository": chain.url, "reboot": "manual"})
+            # Policy for the test: this repository, reboots only when asked, and no
+            # scheduled checks: every update here is one a test starts (hostd's first
+            # scheduled check, a minute after each boot, could otherwise install v3
+            # right after the tampered-bundle test puts the good bundle back).
+            policy = json.dumps(
+                {"repository": chain.url, "reboot": "manual", "check_interval": "never"}
+            )
             chain.sh(f"mkdir -p /etc/keel && echo '{policy}' > /etc/keel/update.json")
             yield chain
         finally:
@@ -169,6 +174,10 @@ def test_killed_while_writing_the_slot_boots_the_old_version(chain: Chain) -> No
     chain.sh("echo changed-on-v1 > /etc/keel-up-test.conf")
     volume = "$(docker volume inspect -f '{{.Mountpoint}}' keel-up-test)"
     chain.sh(f"docker volume create keel-up-test >/dev/null && echo kept > {volume}/data")
+    # The power cut below is meant to hit the slot write, not these files (nor the
+    # policy): a field host's data was written long before. Without a sync, ext4's
+    # delayed allocation could still lose them, and later tests would miss them.
+    chain.sh("sync")
     chain.publish("2.0.0")
     chain.sh("systemd-run --unit=keel-up-test-update --collect keelctl update")
     # Watched from inside the guest: the slot takes seconds to write, an SSH round

@@ -76,3 +76,14 @@ def test_an_invalid_override_is_reported_with_its_file(tmp_path: Path) -> None:
     host.write_text(json.dumps({"reboot": "sometimes"}))
     with pytest.raises(PolicyError, match=r"update\.json.*immediate, window, manual"):
         load_policy(tmp_path / "none", host)
+
+
+def test_never_turns_scheduled_checks_off(tmp_path: Path) -> None:
+    host = tmp_path / "update.json"
+    host.write_text(json.dumps({"repository": "http://10.0.2.2:8000", "check_interval": "never"}))
+    policy = load_policy(tmp_path / "missing.json", host)
+    assert policy.check_seconds() is None
+    assert Policy(check_interval="6h").check_seconds() == 21600
+    host.write_text(json.dumps({"check_interval": "sometimes"}))
+    with pytest.raises(PolicyError, match="30s, 10min"):
+        load_policy(tmp_path / "missing.json", host)

@@ -14,6 +14,10 @@ from composer import run
 
 def make_erofs(tree: Path, output: Path, *, epoch: int, fs_uuid: str) -> Path:
     output.unlink(missing_ok=True)
+    # -T and --ignore-mtime fix the seconds, but erofs still keeps an inode's
+    # sub-second mtime, and a directory this build created has its own: clamp them all
+    # so the inode layout (compact or extended) cannot change between builds.
+    _clamp_mtimes(tree, epoch)
     run.run(
         [
             "mkfs.erofs",

@@ -44,7 +44,7 @@ def test_readme_shows_the_two_commands_first() -> None:
 @pytest.mark.parametrize("target", make_targets())
 def test_make_target_exists(target: str) -> None:
     result = subprocess.run(
-        ["make", "-n", target], cwd=PROJECT_ROOT, capture_output=True, text=True
+        ["make", "-n", "-B", target], cwd=PROJECT_ROOT, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
     # A target with no rule would also "succeed" with nothing to do.

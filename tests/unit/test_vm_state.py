@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,13 @@ def test_liveness_requires_our_qemu(tmp_path: Path) -> None:
         [sys.executable, "-c", "import time,sys; time.sleep(30)", str(vm.qmp_socket.absolute())]
     )
     try:
+        # Popen returns once exec has begun; the kernel fills /proc/PID/cmdline a moment
+        # later, so wait for both command lines before judging them.
+        for proc in (other, mine):
+            deadline = time.monotonic() + 10
+            while b"time.sleep(30)" not in Path(f"/proc/{proc.pid}/cmdline").read_bytes():
+                assert time.monotonic() < deadline, "the child never showed its cmdline"
+                time.sleep(0.01)
         assert not state.qemu_alive(vm, other.pid)
         assert state.qemu_alive(vm, mine.pid)
         s = state.VmState(name="vm", image="/i", accel="tcg", memory_mib=1, cpus=1, pid=mine.pid)

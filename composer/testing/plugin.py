@@ -80,7 +80,8 @@ def keel_image(pytestconfig: pytest.Config) -> Path:
     from composer.build import build_image  # only needed when building
 
     definition = Path(pytestconfig.getoption("--keel-definition"))
-    return build_image(definition, quiet=False).out_dir
+    # Absolute: tests hand it to other processes that run in other folders.
+    return build_image(definition, quiet=False).out_dir.resolve()
 
 
 @pytest.fixture(scope="session")

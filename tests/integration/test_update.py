@@ -23,6 +23,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -134,8 +135,11 @@ class Chain:
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
-    chain = Chain(tmp_path_factory.mktemp("update"))
+def chain() -> Iterator[Chain]:
+    # Not pytest's tmp_path_factory: its numbered folders are shared by every pytest
+    # session of this user and pruned to the newest three when one starts, so during
+    # this module's 15+ minutes other sessions deleted the signing keys under it.
+    chain = Chain(Path(tempfile.mkdtemp(prefix="keel-update-test-")))
     keel("keygen", "--out", str(chain.keys))
     for version in VERSIONS:
         chain.build(version)
@@ -167,6 +171,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
             finally:
                 chain.host.kill()
             shutil.rmtree(chain.host.vm_dir.path, ignore_errors=True)
+            shutil.rmtree(chain.work, ignore_errors=True)
 
 
 def test_killed_while_writing_the_slot_boots_the_old_version(chain: Chain) -> None:

@@ -28,7 +28,10 @@ def make_erofs(tree: Path, output: Path, *, epoch: int, fs_uuid: str) -> Path:
             f"-U{fs_uuid.lower()}",
             "--quiet",
             output, tree,
-        ]
+        ],
+        # mkfs.erofs reads SOURCE_DATE_EPOCH itself and then writes extended inodes:
+        # the same build would differ by whether the variable was set. -T says it all.
+        env={"SOURCE_DATE_EPOCH": None},
     )  # fmt: skip
     return output
 

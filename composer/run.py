@@ -28,7 +28,7 @@ def run(
     cmd: Sequence[str | os.PathLike[str]],
     *,
     cwd: Path | None = None,
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str | None] | None = None,
     capture: bool = False,
     input: bytes | None = None,
     on_stderr_line: Callable[[str], None] | None = None,
@@ -40,6 +40,7 @@ def run(
     capture: return stdout in the result instead of letting it through.
     on_stderr_line: called with each stderr line as it arrives (progress parsing); the
     lines are still kept for the error message.
+    env: variables to set on top of this process's environment; None removes one.
     """
     argv = [str(c) for c in cmd]
     if echo_commands:
@@ -47,7 +48,11 @@ def run(
     full_env = None
     if env is not None:
         full_env = dict(os.environ)
-        full_env.update(env)
+        for name, value in env.items():
+            if value is None:
+                full_env.pop(name, None)
+            else:
+                full_env[name] = value
     try:
         proc = subprocess.Popen(
             argv,

@@ -33,3 +33,12 @@ def test_stderr_lines_reach_the_callback_and_input_reaches_stdin() -> None:
     )  # fmt: skip
     assert result.stdout == b"data"
     assert seen == ["progress"]
+
+
+def test_env_sets_and_removes_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEEL_TEST_GONE", "present")
+    out = run.output(
+        ["sh", "-c", 'echo "${KEEL_TEST_GONE:-unset} $KEEL_TEST_SET"'],
+        env={"KEEL_TEST_GONE": None, "KEEL_TEST_SET": "set"},
+    )
+    assert out.strip() == "unset set"

@@ -1,0 +1,40 @@
+"""The harness's watch for a guest that went silent in the firmware after a reboot."""
+
+from pathlib import Path
+
+import pytest
+
+from composer.testing import machine
+
+
+def test_silence_after_the_restart_message_is_reported_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "serial.log"
+    log.write_bytes(b"[  149.7] reboot: Restarting system\r\n[  149.7] reboot: machine restart\r\n")
+    clock = [1000.0]
+    monkeypatch.setattr(machine.time, "monotonic", lambda: clock[0])
+    watch = machine._SilenceAfterRestart(log)
+    assert not watch.stuck()  # first look: remembers the size
+    clock[0] += machine.SILENT_AFTER_RESTART - 1
+    assert not watch.stuck()
+    clock[0] += 2
+    assert watch.stuck()
+    clock[0] += 1000
+    assert not watch.stuck()  # only once
+
+
+def test_a_log_that_grows_or_ends_elsewhere_is_not_stuck(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "serial.log"
+    log.write_bytes(b"reboot: machine restart\r\n")
+    clock = [0.0]
+    monkeypatch.setattr(machine.time, "monotonic", lambda: clock[0])
+    watch = machine._SilenceAfterRestart(log)
+    watch.stuck()
+    clock[0] += machine.SILENT_AFTER_RESTART + 1
+    log.write_bytes(log.read_bytes() + b"EFI stub: Loaded initrd\r\n")
+    assert not watch.stuck()  # it grew: the firmware got on
+    clock[0] += machine.SILENT_AFTER_RESTART + 1
+    assert not watch.stuck()  # silent now, but not after a restart message

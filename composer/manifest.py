@@ -6,6 +6,7 @@ same definition with the same package cache and SOURCE_DATE_EPOCH write the same
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -19,6 +20,14 @@ MANIFEST_FORMAT = 1
 
 
 def sha256_file(path: Path) -> str:
+    """sha256 of a file; a build asks for the root image's three times (payload,
+    partition table, summary), so unchanged files are hashed once."""
+    stat = path.stat()
+    return _sha256_of(path.resolve(), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_of(path: Path, size: int, mtime_ns: int, inode: int) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while chunk := handle.read(4 * 1024 * 1024):

@@ -23,6 +23,7 @@ import pytest
 from composer.paths import DEFAULT_IMAGE, vm_root
 from composer.testing.machine import KeelVM
 from composer.vm import runner
+from composer.vm.accel import ACCELS
 
 SERIAL_LINES = 50
 
@@ -54,9 +55,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=str(DEFAULT_IMAGE),
         help="image definition to build when no --keel-image is given (default: %(default)s)",
     )
-    group.addoption(
-        "--keel-accel", choices=("kvm", "tcg"), default=None, help="force the accelerator"
-    )
+    group.addoption("--keel-accel", choices=ACCELS, default=None, help="force the accelerator")
     group.addoption(
         "--keel-boot-timeout",
         type=float,

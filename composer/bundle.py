@@ -13,7 +13,10 @@ uncompressed files, so the host checks what it wrote to the slot, not what it
 downloaded (TUF has already vouched for the downloaded bytes).
 
 The tar is written with fixed owners, modes and mtimes, and zstd's output depends only
-on its input and options, so the same payload always gives the same bundle bytes."""
+on its input and options, so the same payload always gives the same bundle bytes.
+
+Reading bundle.json back (for `keel publish`) goes through hostd's reader, the one the
+host itself uses, so the build side cannot accept a bundle the host would refuse."""
 
 from __future__ import annotations
 
@@ -24,17 +27,18 @@ import tarfile
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from composer import run
 from composer.errors import KeelError
 from composer.manifest import sha256_file
+from hostd import bundle_reader
+from hostd.bundle_reader import BundleInfo as BundleInfo  # re-exported for callers
 
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = bundle_reader.FORMAT
 BUNDLE_SUFFIX = ".keelbundle"
-METADATA_MEMBER = "bundle.json"
+METADATA_MEMBER = bundle_reader.MEMBERS[0]
 
 # role in payload.json -> (member name, compression)
 MEMBERS: dict[str, tuple[str, str | None]] = {
@@ -43,6 +47,7 @@ MEMBERS: dict[str, tuple[str, str | None]] = {
     "initrd": ("initrd.img", None),
 }
 MEMBER_ORDER = (METADATA_MEMBER, *(member for member, _ in MEMBERS.values()))
+assert MEMBER_ORDER == bundle_reader.MEMBERS, "writer and reader disagree on the layout"
 
 # The root image is already lz4hc-compressed erofs, so zstd finds less to gain than on
 # raw data. Measured on docker-host (289 MB erofs, 2 cores): -3 gives 219 MB in 0.6 s,
@@ -57,22 +62,6 @@ ZSTD_OPTIONS = ("-9", "--long=27", "-B64MiB", "-T0")
 # Fixed tar header fields: nothing about the build machine or the clock gets in.
 _MTIME = 0
 _MODE = 0o644
-
-
-@dataclass(frozen=True)
-class BundleInfo:
-    """bundle.json, read back: what a bundle holds, without opening its members."""
-
-    name: str
-    version: str
-    architecture: str
-    kernel_version: str
-    cmdline: tuple[str, ...]
-    files: dict[str, dict[str, Any]]
-
-    @property
-    def file_name(self) -> str:
-        return bundle_file_name(self.name, self.version, self.architecture)
 
 
 def bundle_file_name(name: str, version: str, architecture: str) -> str:
@@ -150,22 +139,11 @@ def write_bundle(payload_dir: Path, dest_dir: Path) -> Path:
 
 def _parse_metadata(raw: bytes, path: Path) -> BundleInfo:
     try:
-        data = json.loads(raw)
-        if data.get("format") != BUNDLE_FORMAT:
-            raise KeelError(
-                f"{path}: bundle format {data.get('format')!r} is not {BUNDLE_FORMAT}",
-                hint="publish bundles made by the same Keel version",
-            )
-        return BundleInfo(
-            name=data["name"],
-            version=data["version"],
-            architecture=data["architecture"],
-            kernel_version=data["kernel_version"],
-            cmdline=tuple(data["cmdline"]),
-            files={role: dict(data["files"][role]) for role in MEMBERS},
-        )
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise KeelError(f"{path}: bundle.json is not valid: {error}") from None
+        return bundle_reader.parse_manifest(raw)
+    except bundle_reader.BundleError as error:
+        raise KeelError(
+            f"{path}: {error}", hint="publish bundles made by `keel build` of this Keel version"
+        ) from None
 
 
 def _members_in_order(tar: tarfile.TarFile, path: Path) -> list[tarfile.TarInfo]:
@@ -213,27 +191,25 @@ def verify_bundle(path: Path) -> BundleInfo:
         metadata = tar.extractfile(entries[0])
         assert metadata is not None
         info = _parse_metadata(metadata.read(), path)
-        for role, record in info.files.items():
-            member = record["member"]
-            handle = tar.extractfile(member)
+        for role in bundle_reader.PARTS:
+            part: bundle_reader.Part = getattr(info, role)
+            handle = tar.extractfile(part.member)
             assert handle is not None
             plain = Path(tmp) / "plain"
-            if record["compression"] == "zstd":
-                packed = Path(tmp) / member
+            if part.compression == "zstd":
+                packed = Path(tmp) / part.member
                 _copy_out(handle, packed)
                 run.run(["zstd", "--quiet", "--force", "-d", packed, "-o", plain])
                 packed.unlink()
-            elif record["compression"] is None:
+            else:  # the reader admits only zstd or none
                 _copy_out(handle, plain)
-            else:
-                raise KeelError(f"{path}: {member}: unknown compression {record['compression']!r}")
             size, digest = plain.stat().st_size, sha256_file(plain)
             plain.unlink()
-            if size != record["size"] or digest != record["sha256"]:
+            if size != part.size or digest != part.sha256:
                 raise KeelError(
-                    f"{path}: member {member} ({role}) does not match bundle.json: "
-                    f"{size} bytes with sha256 {digest}, expected {record['size']} bytes "
-                    f"with sha256 {record['sha256']}",
+                    f"{path}: member {part.member} ({role}) does not match bundle.json: "
+                    f"{size} bytes with sha256 {digest}, expected {part.size} bytes "
+                    f"with sha256 {part.sha256}",
                     hint="the bundle is damaged or was altered; build or download it again",
                 )
     return info

@@ -85,7 +85,8 @@ def version_key(version: str) -> tuple[Any, ...]:
 
 def target_path(info: bundle.BundleInfo) -> str:
     """The bundle's name in targets metadata; clients look it up by this path."""
-    return f"{info.name}/{info.architecture}/{info.file_name}"
+    file_name = bundle.bundle_file_name(info.name, info.version, info.architecture)
+    return f"{info.name}/{info.architecture}/{file_name}"
 
 
 def target_custom(info: bundle.BundleInfo) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import pytest
 from composer import bundle
 from composer.errors import KeelError
 from composer.manifest import file_record
+from hostd.bundle_reader import Part
 
 
 def fake_build(parent: Path, version: str = "1.0.0", name: str = "demo") -> Path:
@@ -66,13 +67,13 @@ def test_bundle_round_trips_and_verifies(tmp_path: Path) -> None:
     assert info.kernel_version == "6.1.0-test-amd64"
     assert info.cmdline == ("console=ttyS0",)
     root = build / "payload/root.erofs"
-    assert info.files["root"] == {
-        "member": "root.erofs.zst",
-        "compression": "zstd",
-        "size": root.stat().st_size,
-        "sha256": file_record(root)["sha256"],
-    }
-    assert info.files["kernel"]["compression"] is None
+    assert info.root == Part(
+        member="root.erofs.zst",
+        compression="zstd",
+        size=root.stat().st_size,
+        sha256=file_record(root)["sha256"],
+    )
+    assert info.kernel.compression is None
     assert bundle.read_bundle(bundle_of(build)) == info
 
 

@@ -1,9 +1,10 @@
 """Build figures for docker-host: cold build (empty package cache), warm rebuild after
 changing one overlay file, and the sizes of the root image, initrd, qcow2 and bundle.
 
-Usage: python bench/build.py [--warm-runs 3] [--skip-cold] [--json]
+Usage: python bench/build.py [--warm-runs 3] [--skip-cold] [--out DIR] [--json]
 The cold build uses a fresh, temporary package cache so it really downloads and
-installs every package; the warm rebuilds reuse it."""
+installs every package; the warm rebuilds reuse it. With --out the last build's
+artifacts are kept there, so the other benchmarks can boot the very image measured."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ MIB = 1024 * 1024
 
 def timed_build(out: Path) -> tuple[float, BuildResult]:
     start = time.monotonic()
-    result = build_image(DEFAULT_IMAGE, out_dir=out, quiet=True)
+    result = build_image(DEFAULT_IMAGE, out_dir=out)  # steps on stderr
     return time.monotonic() - start, result
 
 
@@ -37,6 +38,7 @@ def warm_rebuilds(out: Path, runs: int) -> list[float]:
     seconds = []
     try:
         for run in range(runs):
+            print(f"==> warm rebuild {run + 1}/{runs}", file=sys.stderr, flush=True)
             TOUCHED_OVERLAY_FILE.write_bytes(original + f"# bench edit {run}\n".encode())
             elapsed, result = timed_build(out)
             assert result.cached_packages, "a warm rebuild must hit the package cache"
@@ -63,14 +65,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--warm-runs", type=int, default=3)
     parser.add_argument("--skip-cold", action="store_true", help="reuse the normal cache")
+    parser.add_argument("--out", type=Path, help="keep the built image here (default: discard)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     commands.echo_commands = False
 
     figures: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="keel-bench-build-", dir="build") as scratch:
-        out = Path(scratch) / "docker-host"
+        out = args.out.resolve() if args.out else Path(scratch) / "docker-host"
         if not args.skip_cold:
+            print("==> cold build (empty package cache)", file=sys.stderr, flush=True)
             os.environ["KEEL_CACHE_DIR"] = str(Path(scratch) / "cache")
             cold, _ = timed_build(out)
             figures["cold_build_s"] = round(cold, 1)

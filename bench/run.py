@@ -1,33 +1,49 @@
 """`make bench`: every benchmark in one run, one table, and the same figures as JSON.
 
 Runs each bench script with --json in a fresh process (so one's environment cannot
-leak into another's), then prints the figures with a description of the machine and
-writes build/bench/results.json. A script that fails is reported, and the others
-still run."""
+leak into another's). The build benchmark keeps the docker-host image it measured in
+build/bench/images/, and the boot, RAM and bundle benchmarks use that very image, so
+every figure comes from the same run of the same code. Each script's progress goes to
+the terminal as it runs. At the end: a table of the headline figures with the
+machine's description, build/bench/results.json with every detail, and a dated copy
+in build/bench/history/ so runs can be compared over time. A script that fails is
+reported, and the others still run.
+
+Usage: python bench/run.py [--json]   (--json: print results.json instead of the table)"""
 
 from __future__ import annotations
 
+import argparse
+import collections
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from composer.paths import PROJECT_ROOT
 from composer.vm.accel import choose_accel
 
-# (script, arguments, what it measures); scripts not in the checkout are skipped.
-SCRIPTS: tuple[tuple[str, list[str], str], ...] = (
-    ("bench/build.py", ["--warm-runs", "3"], "build"),
-    ("bench/boot.py", ["--boots", "3"], "boot"),
-    ("bench/runtime.py", [], "runtime"),
-    ("bench/update_size.py", [], "bundle"),
-    ("bench/update.py", [], "update"),
+BENCH = PROJECT_ROOT / "build/bench"
+IMAGES = BENCH / "images"  # rebuilt on every run
+IMAGE = IMAGES / "docker-host"
+RESULTS = BENCH / "results.json"
+HISTORY = BENCH / "history"
+
+# (group, script, arguments), in order: the build comes first and leaves IMAGE.
+SCRIPTS: tuple[tuple[str, str, list[str]], ...] = (
+    ("build", "bench/build.py", ["--warm-runs", "3", "--out", str(IMAGE)]),
+    ("boot", "bench/boot.py", ["--boots", "3", "--image", str(IMAGE)]),
+    ("runtime", "bench/runtime.py", ["--idle-image", str(IMAGE), "--build-dir", str(IMAGES)]),
+    ("bundle", "bench/update_size.py", ["--build-dir", str(IMAGE)]),
+    ("update", "bench/update.py", []),
 )
-RESULTS = PROJECT_ROOT / "build/bench/results.json"
 
 
 def machine() -> dict[str, Any]:
@@ -44,51 +60,109 @@ def machine() -> dict[str, Any]:
         "memory_gib": round(memory_kib / 1024 / 1024, 1),
         "accel": accel,
         "accel_reason": reason,
+        "load_average_at_start": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
 
 
-def run_script(script: str, arguments: list[str]) -> dict[str, Any]:
+def run_script(group: str, script: str, arguments: list[str]) -> dict[str, Any]:
+    """Run one script; its progress (stderr) goes through to the terminal, prefixed."""
     start = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, script, *arguments, "--json"],
-        cwd=PROJECT_ROOT, capture_output=True, text=True,
-    )  # fmt: skip
-    if result.returncode != 0:
-        tail = "\n".join(result.stderr.splitlines()[-15:])
-        return {"error": f"exit code {result.returncode}", "stderr_tail": tail}
-    figures: dict[str, Any] = json.loads(result.stdout)
+    tail: collections.deque[str] = collections.deque(maxlen=15)
+    # stdout (the JSON) goes to a file so that a full pipe cannot stall the script
+    # while stderr is being read.
+    with tempfile.TemporaryFile("w+") as stdout:
+        process = subprocess.Popen(
+            [sys.executable, script, *arguments, "--json"],
+            cwd=PROJECT_ROOT, stdout=stdout, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert process.stderr is not None
+        for line in process.stderr:
+            tail.append(line.rstrip("\n"))
+            print(f"[{group} {time.monotonic() - start:4.0f}s] {line}", end="", file=sys.stderr,
+                  flush=True)  # fmt: skip
+        if process.wait() != 0:
+            return {"error": f"exit code {process.returncode}", "stderr_tail": "\n".join(tail)}
+        stdout.seek(0)
+        figures: dict[str, Any] = json.loads(stdout.read())
     figures["bench_seconds"] = round(time.monotonic() - start, 1)
     return figures
 
 
+# The table: (label, group, how to read the figure from that group's JSON).
+HEADLINES: tuple[tuple[str, str, Callable[[dict[str, Any]], str]], ...] = (
+    ("cold build (empty package cache)", "build", lambda f: f"{f['cold_build_s']} s"),
+    ("warm rebuild, one overlay file changed (median)", "build",
+     lambda f: f"{f['warm_rebuild_s']} s  {f['warm_rebuild_runs_s']}"),
+    ("root image (erofs)", "build", lambda f: f"{f['root_image_mib']} MiB"),
+    ("initrd", "build", lambda f: f"{f['initrd_mib']} MiB"),
+    ("disk.qcow2", "build", lambda f: f"{f['qcow2_mib']} MiB"),
+    ("update bundle", "bundle", lambda f: f"{f['bundle_bytes'] / 2**20:.1f} MiB"),
+    ("keel run to SSH ready (median)", "boot",
+     lambda f: f"{f['median_ssh_ready_seconds']} s  {f['ssh_ready_seconds']}"),
+    ("  where it goes (median)", "boot",
+     lambda f: ", ".join(f"{k} {v}" for k, v in f["median_systemd_analyze"].items())),
+    ("idle RAM, MemTotal - MemAvailable", "runtime",
+     lambda f: ", ".join(f"{m['boot']} {m['used_mb']:.0f} MB"
+                         for m in f["idle_memory"]["samples"])),
+    ("power-on to declared container running", "runtime",
+     lambda f: f"{f['container_start']['container_running_seconds']} s"),
+    ("update apply: download + verify + write", "update",
+     lambda f: f"{f['update_seconds']} s  {f['phases']}"),
+    ("update downtime: reboot to SSH in new version", "update",
+     lambda f: f"{f['downtime_reboot_to_ssh_seconds']} s  (now {f['booted_version_after']})"),
+)  # fmt: skip
+
+
+def headline_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = []
+    for label, group, read in HEADLINES:
+        figures = results["figures"].get(group, {})
+        if "error" in figures:
+            rows.append((label, f"FAILED ({group}: {figures['error']})"))
+            continue
+        try:
+            rows.append((label, read(figures)))
+        except (KeyError, TypeError):
+            rows.append((label, "not measured"))
+    return rows
+
+
 def print_table(results: dict[str, Any]) -> None:
-    print("\nmachine:")
+    print("machine:")
     for key, value in results["machine"].items():
-        print(f"  {key:<14} {value}")
+        print(f"  {key:<22} {value}")
+    rows = headline_rows(results)
+    width = max(len(label) for label, _ in rows)
+    print()
+    for label, value in rows:
+        print(f"{label:<{width}}  {value}")
     for group, figures in results["figures"].items():
-        print(f"\n{group}:")
-        for key, value in figures.items():
-            if isinstance(value, (dict, list)):
-                value = json.dumps(value)
-            print(f"  {key:<34} {value}")
+        if "error" in figures:
+            print(f"\n{group} failed:\n{figures['stderr_tail']}")
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args()
+    shutil.rmtree(IMAGES, ignore_errors=True)
     results: dict[str, Any] = {"machine": machine(), "figures": {}}
-    failed = False
-    for script, arguments, group in SCRIPTS:
-        if not (PROJECT_ROOT / script).exists():
-            continue
+    started = time.monotonic()
+    for group, script, arguments in SCRIPTS:
         print(f"==> {script}", file=sys.stderr, flush=True)
-        figures = run_script(script, arguments)
-        failed |= "error" in figures
-        results["figures"][group] = figures
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print_table(results)
-    print(f"\nwritten to {RESULTS.relative_to(PROJECT_ROOT)}")
-    return 1 if failed else 0
+        results["figures"][group] = run_script(group, script, arguments)
+    results["machine"]["bench_minutes"] = round((time.monotonic() - started) / 60, 1)
+    HISTORY.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(results, indent=2) + "\n"
+    RESULTS.write_text(text)
+    (HISTORY / time.strftime("%Y%m%d-%H%M%S.json")).write_text(text)
+    if args.json:
+        print(text, end="")
+    else:
+        print_table(results)
+        print(f"\nwritten to {RESULTS.relative_to(PROJECT_ROOT)} and {HISTORY.name}/")
+    return 1 if any("error" in f for f in results["figures"].values()) else 0
 
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@
    the busybox "counter" container from a baked archive) and reports the time from
    `keel run` starting QEMU to the container running, under the accelerator in use.
 
-Images are built first when missing (into build/rt/). One VM at a time.
-Usage: python bench/runtime.py [--settle 30] [--idle-image DIR] [--container-image DIR]
-       [--json]"""
+Images are built first when missing (into --build-dir, default build/rt/). One VM at
+a time. Usage: python bench/runtime.py [--settle 30] [--idle-image DIR]
+       [--container-image DIR] [--build-dir DIR] [--json]"""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from composer.paths import PROJECT_ROOT, vm_root
 from composer.testing import KeelVM
 from composer.vm import runner
 
-BUILD = PROJECT_ROOT / "build/rt"
+DEFAULT_BUILD = PROJECT_ROOT / "build/rt"
 IDLE_DEFINITION = PROJECT_ROOT / "images/docker-host.yaml"
 CONTAINER_DEFINITION = PROJECT_ROOT / "tests/integration/images/runtime-host.yaml"
 CONTAINER = "counter"
@@ -67,12 +67,14 @@ def ensure_image(definition: Path, out: Path) -> Path:
         return out
     from composer.build import build_image
 
+    print(f"==> building {definition.name} into {out}", file=sys.stderr, flush=True)
     if definition == CONTAINER_DEFINITION:
         sys.path.insert(0, str(PROJECT_ROOT))
         from tests.integration.images.busybox_archive import make_busybox_archive
 
-        make_busybox_archive(BUILD / "busybox.tar")
-    return build_image(definition, out_dir=out, quiet=True).out_dir
+        # runtime-host.yaml names the archive relative to build/rt/.
+        make_busybox_archive(DEFAULT_BUILD / "busybox.tar")
+    return build_image(definition, out_dir=out).out_dir
 
 
 def boot(image: Path, name: str) -> KeelVM:
@@ -167,15 +169,20 @@ def main() -> int:
     parser.add_argument("--container-image", type=Path, default=None)
     parser.add_argument("--json", action="store_true", help="print JSON for machines")
     parser.add_argument("--idle-only", action="store_true", help="skip the container boot")
+    parser.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD,
+                        help="where missing images are built (default %(default)s)")  # fmt: skip
     args = parser.parse_args()
+    build = args.build_dir.resolve()
     try:
-        idle_image = args.idle_image or ensure_image(IDLE_DEFINITION, BUILD / "docker-host")
+        idle_image = args.idle_image or ensure_image(IDLE_DEFINITION, build / "docker-host")
+        print("==> idle RAM: first and second boot", file=sys.stderr, flush=True)
         idle = measure_idle(idle_image, args.settle)
         start = None
         if not args.idle_only:
             container_image = args.container_image or ensure_image(
-                CONTAINER_DEFINITION, BUILD / "rt-host"
+                CONTAINER_DEFINITION, build / "rt-host"
             )
+            print("==> power-on to declared container", file=sys.stderr, flush=True)
             start = measure_container_start(container_image)
     except KeelError as error:
         print(f"error: {error}", file=sys.stderr)

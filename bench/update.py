@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -71,17 +72,35 @@ def main() -> int:
     parser.add_argument("--keys", type=Path)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="keel-bench-update-"))
+    # Two builds and a repository: about 2 GB, removed when done.
+    with tempfile.TemporaryDirectory(prefix="keel-bench-update-") as scratch:
+        figures = measure(args, Path(scratch))
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    else:
+        print(f"bundle: {figures['bundle_bytes'] / 2**20:.0f} MiB")
+        print(f"download + verify + write: {figures['update_seconds']} s {figures['phases']}")
+        print(
+            f"downtime, reboot to SSH in {figures['booted_version_after']}: "
+            f"{figures['downtime_reboot_to_ssh_seconds']} s"
+        )
+    return 0
+
+
+def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     keys = args.keys or work / "keys"
     if args.keys is None:
+        print("==> keygen", file=sys.stderr, flush=True)
         keel("keygen", "--out", str(keys))
     env = {"KEEL_UPDATE_ROOT": str(keys / "root.json")}
     source, target = args.source, args.target
     if source is None or target is None:
         source, target = work / "v1", work / "v2"
+        print("==> building versions 1.0.0 and 2.0.0", file=sys.stderr, flush=True)
         keel("build", str(IMAGES / "up-v1.yaml"), "--out", str(source), env=env)
         keel("build", str(IMAGES / "up-v2.yaml"), "--out", str(target), env=env)
     repo = work / "repo"
+    print("==> publishing 2.0.0, booting 1.0.0", file=sys.stderr, flush=True)
     published = repository.publish(repo, target, keys)
     with serve.serving(repo) as url:
         guest_url = url.replace("127.0.0.1", "10.0.2.2")
@@ -94,35 +113,29 @@ def main() -> int:
             vm.run("systemctl is-system-running --wait", timeout=300)
             policy = json.dumps({"repository": guest_url, "reboot": "manual"})
             vm.run(f"mkdir -p /etc/keel && echo '{policy}' > /etc/keel/update.json", check=True)
+            print("==> keelctl update", file=sys.stderr, flush=True)
             began = time.monotonic()
             vm.run("keelctl update", check=True, timeout=1800)
             update_seconds = time.monotonic() - began
             history = json.loads(vm.run("keelctl history --json", check=True).stdout)
             old = vm.boot_id()
+            print("==> reboot into 2.0.0", file=sys.stderr, flush=True)
             vm.run("systemd-run --on-active=1 systemctl reboot")
             downtime = wait_for_new_boot(vm, old)
             version = vm.run(". /usr/lib/keel/release; echo $KEEL_IMAGE_VERSION").stdout.strip()
         finally:
             vm.stop()
             vm.kill()
+            shutil.rmtree(vm.vm_dir.path, ignore_errors=True)
     assert published.stored_at is not None, "publish did not store the bundle"
     bundle_bytes = published.stored_at.stat().st_size
-    figures: dict[str, object] = {
+    return {
         "bundle_bytes": bundle_bytes,
         "update_seconds": round(update_seconds, 1),
         "phases": phase_seconds(history),
         "downtime_reboot_to_ssh_seconds": round(downtime, 1),
         "booted_version_after": version,
     }
-    if args.json:
-        print(json.dumps(figures, indent=2))
-    else:
-        print(f"bundle: {bundle_bytes / 2**20:.0f} MiB")
-        print(f"download + verify + write: {figures['update_seconds']} s {figures['phases']}")
-        print(
-            f"downtime, reboot to SSH in {version}: {figures['downtime_reboot_to_ssh_seconds']} s"
-        )
-    return 0
 
 
 if __name__ == "__main__":

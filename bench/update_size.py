@@ -33,7 +33,7 @@ def ensure_build(build_dir: Path | None, definition: Path, out: Path) -> Path:
     if (out / "payload" / "payload.json").is_file():
         return out
     print(f"building {definition} into {out} ...", file=sys.stderr)
-    return build_image(definition, out_dir=out, quiet=True).out_dir
+    return build_image(definition, out_dir=out).out_dir
 
 
 def measure(build: Path) -> dict[str, Any]:

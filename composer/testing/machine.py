@@ -103,17 +103,11 @@ class KeelVM:
         # Detached with a delay, so the SSH command returns before sshd goes away.
         self.run("systemd-run --on-active=1 --timer-property=AccuracySec=100ms systemctl reboot")
         deadline = time.monotonic() + timeout
-        watch = _SilenceAfterRestart(self.serial_log)
+        watch = RebootWatch(self)
         while time.monotonic() < deadline:
             if not self.is_running():
                 raise AssertionError(f"QEMU of {self.name} exited during the reboot")
-            if watch.stuck():
-                print(
-                    f"keel: {self.name} stayed silent {SILENT_AFTER_RESTART:.0f}s after its "
-                    "restart (firmware hang under emulation); resetting it once",
-                    file=sys.stderr,
-                )
-                qmp.command(self.vm_dir.qmp_socket, "system_reset")
+            watch.poll()
             try:
                 new = ssh.run_command(self.ssh_port, self.key, f"cat {BOOT_ID}", timeout=10)
             except (OSError, paramiko.SSHException, EOFError):
@@ -150,6 +144,26 @@ class KeelVM:
 
     def __repr__(self) -> str:
         return f"KeelVM({self.name!r}, ssh 127.0.0.1:{self.ssh_port}, pid {self.pid})"
+
+
+class RebootWatch:
+    """For any wait across a guest reboot: resets the guest once if the reboot hangs
+    silently in the firmware (seen under TCG on a loaded host), and says so."""
+
+    def __init__(self, vm: KeelVM) -> None:
+        self.vm = vm
+        self.silence = _SilenceAfterRestart(vm.serial_log)
+        self.resets = 0
+
+    def poll(self) -> None:
+        if self.silence.stuck():
+            print(
+                f"keel: {self.vm.name} stayed silent {SILENT_AFTER_RESTART:.0f}s after its "
+                "restart (firmware hang under emulation); resetting it once",
+                file=sys.stderr,
+            )
+            qmp.command(self.vm.vm_dir.qmp_socket, "system_reset")
+            self.resets += 1
 
 
 class _SilenceAfterRestart:

@@ -36,6 +36,7 @@ import pytest
 from composer import repository, serve
 from composer.paths import PROJECT_ROOT, vm_root
 from composer.testing import KeelVM
+from composer.testing.machine import RebootWatch
 from composer.vm import runner, ssh
 
 pytestmark = pytest.mark.integration
@@ -103,8 +104,10 @@ class Chain:
         """Wait (through any reboots the host does by itself) for SSH in version."""
         deadline = time.monotonic() + timeout
         command = f"cat {BOOT_ID}; . /usr/lib/keel/release; echo $KEEL_IMAGE_VERSION"
+        watch = RebootWatch(self.host)
         while time.monotonic() < deadline:
             assert self.host.is_running(), f"QEMU exited\n{self.host.serial_tail()}"
+            watch.poll()
             try:
                 result = ssh.run_command(self.host.ssh_port, self.host.key, command, timeout=10)
             except (OSError, paramiko.SSHException, EOFError):

@@ -1,6 +1,7 @@
 """The harness's watch for a guest that went silent in the firmware after a reboot."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -38,3 +39,23 @@ def test_a_log_that_grows_or_ends_elsewhere_is_not_stuck(
     assert not watch.stuck()  # it grew: the firmware got on
     clock[0] += machine.SILENT_AFTER_RESTART + 1
     assert not watch.stuck()  # silent now, but not after a restart message
+
+
+def test_reboot_watch_resets_the_guest_once_through_qmp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "serial.log"
+    log.write_bytes(b"reboot: machine restart\r\n")
+    clock = [0.0]
+    monkeypatch.setattr(machine.time, "monotonic", lambda: clock[0])
+    sent: list[tuple[Path, str]] = []
+    monkeypatch.setattr(machine.qmp, "command", lambda sock, cmd: sent.append((sock, cmd)))
+    vm = SimpleNamespace(name="vm1", serial_log=log, vm_dir=SimpleNamespace(qmp_socket=tmp_path))
+    watch = machine.RebootWatch(vm)  # type: ignore[arg-type]
+    watch.poll()
+    assert sent == [] and watch.resets == 0
+    for _ in range(3):
+        clock[0] += machine.SILENT_AFTER_RESTART + 1
+        watch.poll()
+    assert sent == [(tmp_path, "system_reset")] and watch.resets == 1
+    assert "vm1 stayed silent" in capsys.readouterr().err

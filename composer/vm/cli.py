@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+from composer import run as commands
 from composer.butane import looks_like_butane, translate_file
 from composer.errors import KeelError
 from composer.paths import vm_root
@@ -42,6 +43,14 @@ def _ignition_config(config: Path | None) -> Path | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.json and not args.detach:
+        raise KeelError(
+            "keel run --json needs --detach",
+            hint="in the foreground keel run shows the console; "
+            "use `keel run --detach --json` in scripts",
+        )
+    runner.quiet = args.json
+    commands.echo_commands = not args.json
     if args.config is not None and not args.config.is_file():
         raise KeelError(f"config file not found: {args.config}")
     args.config = _ignition_config(args.config)
@@ -59,12 +68,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.detach:
         running = runner.start(options, vm_root())
         name = running.vm.name
+        if args.json:
+            print(json.dumps(_run_summary(running), indent=2))
+            return 0
         print(name)
         runner.say(f"    keel ssh {name}    keel console {name}    keel stop {name}")
         return 0
     # In the foreground the VM lives as long as this command: if the terminal goes away
     # (SIGHUP kills keel), QEMU goes too.
     return _run_foreground(dataclasses.replace(options, die_with_parent=True))
+
+
+def _run_summary(running: runner.RunningVm) -> dict[str, object]:
+    """What a script needs to reach a VM started with `keel run --detach --json`."""
+    vm, vm_state = running.vm, running.state
+    return {
+        "name": vm.name,
+        "ssh_port": vm_state.ssh_port,
+        "ssh_key": str(vm.key),
+        "ssh_config": str(vm.ssh_config),
+        "accel": vm_state.accel,
+        "pid": vm_state.pid,
+        "boot_seconds": round(vm_state.ssh_ready_at - vm_state.started_at, 1),
+        "serial_log": str(vm.serial_log),
+        "image": vm_state.image,
+    }
 
 
 def _run_foreground(options: runner.RunOptions) -> int:
@@ -217,6 +245,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--detach",
         action="store_true",
         help="return once SSH answers and leave the VM running",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="with --detach: no progress, print name, SSH port and key, pid as JSON",
     )
     p.set_defaults(func=cmd_run)
 

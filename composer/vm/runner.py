@@ -38,8 +38,13 @@ QMP_STARTUP_TIMEOUT = 30.0
 LOG_LINES = 50
 
 
+# Set by `keel run --json`: progress stays off stderr so scripts see only the result.
+quiet = False
+
+
 def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    if not quiet:
+        print(message, file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)

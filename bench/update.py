@@ -27,10 +27,9 @@ from composer import repository, serve
 from composer.paths import PROJECT_ROOT, vm_root
 from composer.testing import KeelVM
 from composer.testing.machine import RebootWatch
-from composer.vm import runner, ssh
+from composer.vm import runner
 
 IMAGES = PROJECT_ROOT / "tests/integration/images"
-BOOT_ID = "/proc/sys/kernel/random/boot_id"
 
 
 def keel(*args: str, env: dict[str, str] | None = None) -> None:
@@ -51,20 +50,6 @@ def phase_seconds(history: list[dict[str, Any]]) -> dict[str, float]:
     for here, after in zip(moves[start:], moves[start + 1 :], strict=False):
         figures[here["to"]] = round(after["at"] - here["at"], 1)
     return figures
-
-
-def wait_for_new_boot(vm: KeelVM, old: str, watch: RebootWatch, timeout: float = 600) -> float:
-    begin = time.monotonic()
-    while time.monotonic() - begin < timeout:
-        watch.poll()
-        try:
-            result = ssh.run_command(vm.ssh_port, vm.key, f"cat {BOOT_ID}", timeout=10)
-            if result.exit_status == 0 and result.stdout.strip() != old:
-                return time.monotonic() - begin
-        except Exception:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"no new boot within {timeout:.0f}s")
 
 
 def main() -> int:
@@ -124,7 +109,9 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             print("==> reboot into 2.0.0", file=sys.stderr, flush=True)
             vm.run("systemd-run --on-active=1 systemctl reboot")
             watch = RebootWatch(vm)
-            downtime = wait_for_new_boot(vm, old, watch)
+            began = time.monotonic()
+            vm.wait_for_new_boot(old, timeout=600, watch=watch)
+            downtime = time.monotonic() - began
             version = vm.run(". /usr/lib/keel/release; echo $KEEL_IMAGE_VERSION").stdout.strip()
         finally:
             vm.stop()

@@ -102,8 +102,16 @@ class KeelVM:
         old = self.boot_id()
         # Detached with a delay, so the SSH command returns before sshd goes away.
         self.run("systemd-run --on-active=1 --timer-property=AccuracySec=100ms systemctl reboot")
+        return self.wait_for_new_boot(old, timeout)
+
+    def wait_for_new_boot(
+        self, old: str, timeout: float = 300, watch: RebootWatch | None = None
+    ) -> str:
+        """Wait until SSH answers with a boot ID other than old (the guest restarted by
+        itself, or was made to); return the new one. watch: pass one to learn whether
+        it had to reset the guest."""
         deadline = time.monotonic() + timeout
-        watch = RebootWatch(self)
+        watch = watch or RebootWatch(self)
         while time.monotonic() < deadline:
             if not self.is_running():
                 raise AssertionError(f"QEMU of {self.name} exited during the reboot")

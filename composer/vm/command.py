@@ -42,6 +42,10 @@ def qemu_argv(spec: VmSpec) -> list[str]:
         QEMU,
         "-name", f"keel-{vm.name},process=keel-{vm.name}",
         "-machine", "q35,smm=off",
+        # The chipset's TCO watchdog (iTCO_wdt in the guest, petted by PID 1) resets a
+        # hung guest only with the "no reboot" strap off, as on real boards. QEMU 7.2's
+        # q35 sets it, which left a panicked guest hanging for good (seen here).
+        "-global", "ICH9-LPC.noreboot=off",
         *accel,
         "-m", str(spec.memory_mib),
         "-smp", str(spec.cpus),

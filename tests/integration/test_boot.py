@@ -1,7 +1,7 @@
 """Boot the docker-host image in QEMU (TCG here) and check the running machine.
 
-One VM (the session's keel_vm) serves every test in this module; the reboot test
-comes last because it changes the machine's state. The leftover-QEMU tests run a
+One VM (the session's keel_vm) serves every test in this module; the reboot and
+watchdog tests come last because they restart the machine. The leftover-QEMU tests run a
 small pytest session in a subprocess, since only from outside can one observe what a
 session leaves behind after its teardown."""
 
@@ -177,3 +177,22 @@ def test_reboot_keeps_the_vm_and_its_nvram(keel_vm: KeelVM) -> None:
     assert TEST_VARIABLE.encode("utf-16-le") in nvram.read_bytes()
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
     assert any(arg.endswith(f"file={nvram}") and "if=pflash" in arg for arg in cmdline)
+
+
+def test_watchdog_resets_a_hung_kernel(keel_vm: KeelVM) -> None:
+    """PID 1 pets the chipset watchdog; when the kernel hangs (a panic with the
+    kernel's own reboot turned off) the watchdog alone must bring the machine back."""
+    watchdog = keel_vm.run("wdctl", check=True).stdout
+    assert "iTCO_wdt" in watchdog, watchdog
+    old = keel_vm.boot_id()
+    pid = keel_vm.pid
+    keel_vm.run(
+        "echo 0 > /proc/sys/kernel/panic && echo 1 > /proc/sys/kernel/sysrq && "
+        "systemd-run --on-active=1 sh -c 'echo c > /proc/sysrq-trigger'",
+        check=True,
+    )
+    # 60 s without petting, the chipset's two countdowns, then a full boot under TCG.
+    keel_vm.wait_for_new_boot(old, timeout=600)
+    assert keel_vm.pid == pid, "the machine was reset inside the same QEMU, not restarted"
+    serial = keel_vm.serial_log.read_text(errors="replace")
+    assert "Kernel panic - not syncing: sysrq triggered crash" in serial

@@ -33,6 +33,7 @@ def test_machine_memory_cpus_accel(tmp_path: Path) -> None:
     argv = qemu_argv(spec(tmp_path, memory_mib=4096, cpus=4))
     assert argv[0] == "qemu-system-x86_64"
     assert option(argv, "-machine")[0].startswith("q35")
+    assert "ICH9-LPC.noreboot=off" in option(argv, "-global")  # the watchdog may reset
     assert option(argv, "-m") == ["4096"]
     assert option(argv, "-smp") == ["4"]
     assert option(argv, "-accel") == ["tcg"]

@@ -26,6 +26,9 @@ from composer.errors import KeelError
 ROLES = ("root", "targets", "snapshot", "timestamp")
 ROOT_METADATA = "root.json"
 ROOT_LIFETIME = timedelta(days=365)
+# Keys replaced by `keel rotate-key` are kept here, never deleted: metadata they signed
+# may still have to be checked by someone.
+RETIRED_DIR = "retired"
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,11 @@ class KeySet:
 
 def private_key_path(key_dir: Path, role: str) -> Path:
     return key_dir / f"{role}.pem"
+
+
+def pending_key_path(key_dir: Path, role: str) -> Path:
+    """A rotation's new key, until the root that names it is published."""
+    return key_dir / f"{role}.pem.new"
 
 
 def _write_secret(path: Path, data: bytes) -> None:
@@ -97,6 +105,49 @@ def load_root(path: Path) -> Metadata[Root]:
 def load_signer(key_dir: Path, role: str, root: Root) -> CryptoSigner:
     """The signer for role from key_dir, refused unless root names its public key."""
     path = private_key_path(key_dir, role)
+    signer = _read_signer(path, role)
+    if signer.public_key.keyid not in root.roles[role].keyids:
+        raise KeelError(
+            f"{path} is not a {role} key of this repository "
+            f"(key id {signer.public_key.keyid[:16]}…)",
+            hint="pass --keys the folder `keel keygen` wrote for this repository",
+        )
+    return signer
+
+
+def new_pending_signer(key_dir: Path, role: str) -> CryptoSigner:
+    """A fresh key for role, written next to the current one as ROLE.pem.new."""
+    signer = CryptoSigner.generate_ed25519()
+    _write_secret(pending_key_path(key_dir, role), signer.private_bytes)
+    return signer
+
+
+def settle_rotation(key_dir: Path, root: Root) -> list[str]:
+    """Finish or undo a key rotation that stopped half-way; return the roles finished.
+
+    A ROLE.pem.new that the published root names replaces ROLE.pem (which moves to
+    retired/); one the root does not name was never trusted by anyone and is removed.
+    Run before every use of the keys, so an interrupted `keel rotate-key` costs nothing."""
+    finished = []
+    for role in ROLES:
+        pending = pending_key_path(key_dir, role)
+        if not pending.exists():
+            continue
+        if _read_signer(pending, role).public_key.keyid not in root.roles[role].keyids:
+            pending.unlink()
+            continue
+        current = private_key_path(key_dir, role)
+        if current.exists():
+            keyid = _read_signer(current, role).public_key.keyid
+            retired = key_dir / RETIRED_DIR / f"{role}-{keyid[:16]}.pem"
+            retired.parent.mkdir(mode=0o700, exist_ok=True)
+            os.replace(current, retired)
+        os.replace(pending, current)
+        finished.append(role)
+    return finished
+
+
+def _read_signer(path: Path, role: str) -> CryptoSigner:
     try:
         private_key = load_pem_private_key(path.read_bytes(), password=None)
     except OSError as error:
@@ -105,10 +156,4 @@ def load_signer(key_dir: Path, role: str, root: Root) -> CryptoSigner:
         raise KeelError(f"{path} is not a PEM private key: {error}") from None
     if not isinstance(private_key, Ed25519PrivateKey):
         raise KeelError(f"{path} is not an ed25519 key")
-    public_key = SSlibKey.from_crypto(private_key.public_key())
-    if public_key.keyid not in root.roles[role].keyids:
-        raise KeelError(
-            f"{path} is not a {role} key of this repository (key id {public_key.keyid[:16]}…)",
-            hint="pass --keys the folder `keel keygen` wrote for this repository",
-        )
-    return CryptoSigner(private_key, public_key)
+    return CryptoSigner(private_key, SSlibKey.from_crypto(private_key.public_key()))

@@ -337,6 +337,7 @@ def publish(
                 raise KeelError(f"{repo_dir} is not an update repository yet: nothing to re-sign")
             repo.create(key_dir / keys.ROOT_METADATA)
         root = repo.root()
+        keys.settle_rotation(key_dir, root.signed)
         signers = {role: keys.load_signer(key_dir, role, root.signed) for role in keys.ROLES}
         state = _load_state(repo)
         if info is not None and not force:
@@ -357,4 +358,60 @@ def publish(
         state.targets.signed.version,
         state.snapshot.signed.version,
         state.timestamp.signed.version,
+    )
+
+
+@dataclass(frozen=True)
+class Rotated:
+    role: str
+    old_keyid: str
+    new_keyid: str
+    root_version: int
+    retired_key: Path
+
+
+def rotate_key(repo_dir: Path, key_dir: Path, role: str, *, now: datetime | None = None) -> Rotated:
+    """Replace role's signing key: a new root version names the new key instead of the
+    old one, and targets, snapshot and timestamp are signed again under it.
+
+    The new root is signed by the root key; a new root key signs together with the old
+    one, so hosts that trust the old root accept the new. Hosts follow the chain of root
+    versions by themselves. The old private key moves to KEYS/retired/; KEYS/root.json
+    becomes the new root, for the images built from now on."""
+    if role not in keys.ROLES:
+        raise KeelError(f"unknown role {role!r}", hint=f"one of {', '.join(keys.ROLES)}")
+    issued = now or datetime.now(UTC)
+    repo = Repository(repo_dir)
+    with repo.locked():
+        if not repo.exists():
+            raise KeelError(
+                f"{repo_dir} is not an update repository yet",
+                hint="`keel publish` a first version before rotating keys",
+            )
+        root = repo.root()
+        keys.settle_rotation(key_dir, root.signed)
+        signers: dict[str, Signer] = {
+            name: keys.load_signer(key_dir, name, root.signed) for name in keys.ROLES
+        }
+        old, new = signers[role], keys.new_pending_signer(key_dir, role)
+        root.signed.revoke_key(old.public_key.keyid, role)
+        root.signed.add_key(new.public_key, role)
+        root.signed.version += 1
+        root.signed.expires = issued + keys.ROOT_LIFETIME
+        root.signatures.clear()
+        signers[role] = new
+        root.sign(signers["root"])
+        if role == "root":
+            root.sign(old, append=True)  # what hosts trusting the old root check
+        data = repo.write(root, versioned=True)
+        repo.write(root, versioned=False)
+        _sign_top_level(repo, _load_state(repo), signers, DEFAULT_EXPIRIES, issued)
+        keys.settle_rotation(key_dir, root.signed)
+        write_atomic(key_dir / keys.ROOT_METADATA, data)
+    return Rotated(
+        role,
+        old.public_key.keyid,
+        new.public_key.keyid,
+        root.signed.version,
+        key_dir / keys.RETIRED_DIR / f"{role}-{old.public_key.keyid[:16]}.pem",
     )

@@ -1,4 +1,4 @@
-"""The update verbs of `keel`: keygen, publish, serve (see docs/updates.md)."""
+"""The update verbs of `keel`: keygen, publish, rotate-key, serve (see docs/updates.md)."""
 
 from __future__ import annotations
 
@@ -55,6 +55,30 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rotate_key(args: argparse.Namespace) -> int:
+    from composer import repository
+
+    rotated = repository.rotate_key(args.repo, args.keys, args.role)
+    if args.json:
+        print(json.dumps({
+            "role": rotated.role,
+            "old_keyid": rotated.old_keyid,
+            "new_keyid": rotated.new_keyid,
+            "root_version": rotated.root_version,
+            "retired_key": str(rotated.retired_key),
+        }, indent=2))  # fmt: skip
+        return 0
+    print(
+        f"{rotated.role} key {rotated.old_keyid[:16]}… replaced by {rotated.new_keyid[:16]}… "
+        f"(root v{rotated.root_version}); the old key is in {rotated.retired_key}"
+    )
+    print(
+        f"hosts follow the new root by themselves; new builds bake {args.keys / 'root.json'}",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from composer import serve
 
@@ -63,7 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def register(verbs: Any) -> None:
-    """Add keygen, publish and serve to keel's subcommands (an argparse subparsers)."""
+    """Add keygen, publish, rotate-key and serve to keel's subcommands (argparse subparsers)."""
     keygen = verbs.add_parser("keygen", help="create update signing keys and root metadata")
     keygen.add_argument("--out", type=Path, required=True, help="folder for the keys and root.json")
     keygen.set_defaults(func=cmd_keygen)
@@ -91,6 +115,15 @@ def register(verbs: Any) -> None:
     )
     publish.add_argument("--json", action="store_true", help="print the result as JSON")
     publish.set_defaults(func=cmd_publish)
+
+    rotate = verbs.add_parser(
+        "rotate-key", help="replace one role's signing key (hosts follow by themselves)"
+    )
+    rotate.add_argument("role", choices=("root", "targets", "snapshot", "timestamp"))
+    rotate.add_argument("--repo", type=Path, required=True, help="repository folder")
+    rotate.add_argument("--keys", type=Path, required=True, help="folder written by `keel keygen`")
+    rotate.add_argument("--json", action="store_true", help="print the result as JSON")
+    rotate.set_defaults(func=cmd_rotate_key)
 
     serve = verbs.add_parser("serve", help="serve a repository over HTTP on loopback")
     serve.add_argument("--repo", type=Path, required=True, help="repository folder")

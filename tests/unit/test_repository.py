@@ -10,8 +10,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from securesystemslib.signer import CryptoSigner, SSlibKey
 from tuf.api import exceptions
-from tuf.api.metadata import Metadata, Targets
+from tuf.api.metadata import Metadata, Targets, Timestamp
 from tuf.ngclient import Updater
 
 from composer import bundle, keys, repository, serve
@@ -269,3 +272,75 @@ def test_bad_expiry_is_refused() -> None:
         repository.parse_expiry("bundle=1d")
     with pytest.raises(KeelError, match="not a duration"):
         repository.parse_expiry("timestamp=1 day")
+
+
+@pytest.mark.parametrize("role", keys.ROLES)
+def test_rotated_key_is_followed_by_a_host_that_trusts_the_old_root(
+    role: str, repo: Path, url: str, key_dir: Path, tmp_path: Path
+) -> None:
+    host = client(url, key_dir / "root.json", tmp_path / "host")
+    assert newest_target(host, tmp_path / "host/metadata").endswith("1.1.0-x86-64.keelbundle")
+    baked = (key_dir / "root.json").read_bytes()
+    old_key = (key_dir / f"{role}.pem").read_bytes()
+
+    rotated = repository.rotate_key(repo, key_dir, role)
+
+    root = keys.load_root(repo / "metadata/root.json").signed
+    assert rotated.root_version == root.version == 2
+    assert root.roles[role].keyids == [rotated.new_keyid]
+    assert rotated.old_keyid not in root.keys  # no role trusts it any more
+    assert rotated.retired_key.read_bytes() == old_key
+    assert (key_dir / f"{role}.pem").read_bytes() != old_key
+    assert not keys.pending_key_path(key_dir, role).exists()
+    assert (key_dir / "root.json").read_bytes() == (repo / "metadata/2.root.json").read_bytes()
+    # The keys folder keeps working: the next version is signed with the new key.
+    repository.publish(repo, fake_build(tmp_path / "builds", "1.2.0"), key_dir)
+    # Hosts bootstrap from the root their image baked (hostd does): one that already
+    # refreshed before the rotation, and a fresh one; both follow to root v2.
+    (tmp_path / "baked.json").write_bytes(baked)
+    for state in (tmp_path / "host", tmp_path / "new-host"):
+        updater = client(url, tmp_path / "baked.json", state)
+        path = newest_target(updater, state / "metadata")
+        assert path == "demo/x86-64/demo-1.2.0-x86-64.keelbundle"
+        assert Metadata.from_file(str(state / "metadata/root.json")).signed.version == 2
+
+
+def test_metadata_signed_with_a_retired_key_is_refused(
+    repo: Path, url: str, key_dir: Path, tmp_path: Path
+) -> None:
+    retired = repository.rotate_key(repo, key_dir, "timestamp").retired_key
+    # Someone who kept the old timestamp key signs a newer timestamp with it.
+    private = load_pem_private_key(retired.read_bytes(), password=None)
+    assert isinstance(private, Ed25519PrivateKey)
+    thief = CryptoSigner(private, SSlibKey.from_crypto(private.public_key()))
+    timestamp = Metadata[Timestamp].from_file(str(repo / "metadata/timestamp.json"))
+    timestamp.signed.version += 1
+    timestamp.sign(thief)
+    timestamp.to_file(str(repo / "metadata/timestamp.json"))
+    host = client(url, key_dir / "root.json", tmp_path / "host")
+    with pytest.raises(exceptions.UnsignedMetadataError):
+        host.refresh()
+    # And publishing refuses the retired key as a signer.
+    (tmp_path / "thief").mkdir()
+    (tmp_path / "thief/timestamp.pem").write_bytes(retired.read_bytes())
+    root = keys.load_root(key_dir / "root.json").signed
+    with pytest.raises(KeelError, match="is not a timestamp key of this repository"):
+        keys.load_signer(tmp_path / "thief", "timestamp", root)
+
+
+def test_an_interrupted_rotation_is_finished_or_undone(key_dir: Path, tmp_path: Path) -> None:
+    root = keys.load_root(key_dir / "root.json")
+    before = (key_dir / "targets.pem").read_bytes()
+    # Stopped before the new root was published: the new key was never trusted.
+    keys.new_pending_signer(key_dir, "targets")
+    assert keys.settle_rotation(key_dir, root.signed) == []
+    assert not keys.pending_key_path(key_dir, "targets").exists()
+    assert (key_dir / "targets.pem").read_bytes() == before
+    # Stopped after the new root was published: the swap is finished.
+    signer = keys.new_pending_signer(key_dir, "targets")
+    old_keyid = next(iter(root.signed.roles["targets"].keyids))
+    root.signed.revoke_key(old_keyid, "targets")
+    root.signed.add_key(signer.public_key, "targets")
+    assert keys.settle_rotation(key_dir, root.signed) == ["targets"]
+    assert keys.load_signer(key_dir, "targets", root.signed).public_key == signer.public_key
+    assert (key_dir / f"retired/targets-{old_keyid[:16]}.pem").read_bytes() == before

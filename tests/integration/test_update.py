@@ -4,7 +4,8 @@ share them, in this order):
 
   1. v1 boots; the first update to v2 is killed (QEMU SIGKILL) while it writes the
      slot: the host boots v1 again and status says the update was interrupted
-  2. the retried update succeeds: v2 boots from slot b; a Docker volume, an /etc
+  2. the repository rotates its targets and root keys (root v3); the retried update
+     succeeds through that chain: v2 boots from slot b; a Docker volume, an /etc
      change and the machine-id are unchanged
   3. `keelctl rollback` returns to v1 in slot a, data kept
   4. a tampered bundle and expired metadata are refused; slot b is unchanged
@@ -208,8 +209,12 @@ def test_killed_while_writing_the_slot_boots_the_old_version(chain: Chain) -> No
     assert status["other"]["version"] is None  # the half-written slot has no entry
 
 
-def test_update_to_v2_keeps_data(chain: Chain) -> None:
+def test_update_to_v2_across_key_rotations_keeps_data(chain: Chain) -> None:
     before = chain.data()
+    # The image baked root v1; the repository moves on to new targets and root keys
+    # (root v3). The host must follow the chain and accept v2 signed by the new keys.
+    repository.rotate_key(chain.repo, chain.keys, "targets")
+    assert repository.rotate_key(chain.repo, chain.keys, "root").root_version == 3
     code, out = chain.keelctl("update")
     assert code == 0, out
     assert chain.status()["phase"] == "installed"

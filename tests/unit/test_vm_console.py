@@ -47,7 +47,13 @@ def shell_socket(tmp_path: Path) -> Iterator[Path]:
                             break
                         os.write(controller, data)
                     if controller in r:
-                        conn.sendall(os.read(controller, 4096))
+                        output = os.read(controller, 4096)
+                        try:
+                            conn.sendall(output)
+                        except (BrokenPipeError, ConnectionResetError):
+                            # The client left while the shell still printed (its
+                            # prompt): like QEMU's chardev, drop it and wait for the next.
+                            break
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()

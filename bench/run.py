@@ -110,7 +110,9 @@ HEADLINES: tuple[tuple[str, str, Callable[[dict[str, Any]], str]], ...] = (
     ("update apply: download + verify + write", "update",
      lambda f: f"{f['update_seconds']} s  {f['phases']}"),
     ("update downtime: reboot to SSH in new version", "update",
-     lambda f: f"{f['downtime_reboot_to_ssh_seconds']} s  (now {f['booted_version_after']})"),
+     lambda f: f"{f['downtime_reboot_to_ssh_seconds']} s  (shutdown "
+               f"{f.get('downtime_shutdown_seconds')} s, then boot to SSH "
+               f"{f.get('downtime_boot_seconds')} s; now {f['booted_version_after']})"),
 )  # fmt: skip
 
 

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from typing import Any
 from composer import repository, serve
 from composer.paths import PROJECT_ROOT, vm_root
 from composer.testing import KeelVM
-from composer.testing.machine import RebootWatch
+from composer.testing.machine import RESTART_MESSAGE, RebootWatch
 from composer.vm import runner
 
 IMAGES = PROJECT_ROOT / "tests/integration/images"
@@ -50,6 +51,30 @@ def phase_seconds(history: list[dict[str, Any]]) -> dict[str, float]:
     for here, after in zip(moves[start:], moves[start + 1 :], strict=False):
         figures[here["to"]] = round(after["at"] - here["at"], 1)
     return figures
+
+
+class RestartSeen(threading.Thread):
+    """Notes (time.monotonic) when the serial log first shows the kernel restarting
+    after it was created: the end of the old version's shutdown."""
+
+    def __init__(self, log: Path) -> None:
+        super().__init__(daemon=True)
+        self.log = log
+        self.offset = log.stat().st_size
+        self.at: float | None = None
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set() and self.at is None:
+            with self.log.open("rb") as handle:
+                handle.seek(self.offset)
+                if RESTART_MESSAGE in handle.read():
+                    self.at = time.monotonic()
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join(timeout=5)
 
 
 def main() -> int:
@@ -107,11 +132,15 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             history = json.loads(vm.run("keelctl history --json", check=True).stdout)
             old = vm.boot_id()
             print("==> reboot into 2.0.0", file=sys.stderr, flush=True)
+            restart = RestartSeen(vm.serial_log)
             vm.run("systemd-run --on-active=1 systemctl reboot")
             watch = RebootWatch(vm)
             began = time.monotonic()
+            restart.start()
             vm.wait_for_new_boot(old, timeout=600, watch=watch)
             downtime = time.monotonic() - began
+            restart.stop()
+            shutdown = restart.at - began if restart.at is not None else None
             version = vm.run(". /usr/lib/keel/release; echo $KEEL_IMAGE_VERSION").stdout.strip()
         finally:
             vm.stop()
@@ -124,6 +153,10 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "update_seconds": round(update_seconds, 1),
         "phases": phase_seconds(history),
         "downtime_reboot_to_ssh_seconds": round(downtime, 1),
+        # The split: until the kernel's restart message (services stopped, disks
+        # synced), then firmware, boot and start-up until SSH answers in 2.0.0.
+        "downtime_shutdown_seconds": round(shutdown, 1) if shutdown is not None else None,
+        "downtime_boot_seconds": round(downtime - shutdown, 1) if shutdown is not None else None,
         # A reset after a silent firmware hang (TCG under load) inflates the downtime.
         "downtime_includes_reset": watch.resets > 0,
         "booted_version_after": version,

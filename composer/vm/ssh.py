@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,15 +93,41 @@ class CommandResult:
     stderr: str
 
 
+# How long past its timeout a command may take before its connection is cut.
+GUARD_MARGIN = 5.0
+
+
 def run_command(port: int, key: Path, command: str, timeout: float = 120.0) -> CommandResult:
+    """Run command as root; raises TimeoutError when it takes longer than timeout."""
     client = connect(port, key)
+    # paramiko's waits for the exec reply and the exit status have no timeout of their
+    # own. A guest that reboots under an open session leaves them waiting for ever
+    # (QEMU's user networking keeps the host side of the TCP connection open; seen in
+    # bench/update.py). Closing the client ends every such wait.
+    expired = threading.Event()
+
+    def cut() -> None:
+        expired.set()
+        client.close()
+
+    guard = threading.Timer(timeout + GUARD_MARGIN, cut)
+    guard.daemon = True
+    guard.start()
     try:
         _, out, err = client.exec_command(command, timeout=timeout)
         stdout = out.read().decode(errors="replace")
         stderr = err.read().decode(errors="replace")
-        return CommandResult(out.channel.recv_exit_status(), stdout, stderr)
+        status = out.channel.recv_exit_status()
+    except (OSError, paramiko.SSHException, EOFError):
+        if expired.is_set():
+            raise TimeoutError(f"no answer to `{command}` within {timeout:.0f}s") from None
+        raise
     finally:
+        guard.cancel()
         client.close()
+    if expired.is_set():
+        raise TimeoutError(f"no answer to `{command}` within {timeout:.0f}s")
+    return CommandResult(status, stdout, stderr)
 
 
 def wait_until_ready(

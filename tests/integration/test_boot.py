@@ -182,8 +182,15 @@ def test_reboot_keeps_the_vm_and_its_nvram(keel_vm: KeelVM) -> None:
 def test_watchdog_resets_a_hung_kernel(keel_vm: KeelVM) -> None:
     """PID 1 pets the chipset watchdog; when the kernel hangs (a panic with the
     kernel's own reboot turned off) the watchdog alone must bring the machine back."""
+    # Right after the reboot test the boot may still be going on: PID 1 arms the
+    # watchdog only once iTCO_wdt has loaded (about 30 s into a boot under TCG). A
+    # crash before that would hang for good, which is what this test must not mistake
+    # for a failure of the watchdog (seen in CI).
+    keel_vm.run("systemctl is-system-running --wait", timeout=300)
     watchdog = keel_vm.run("wdctl", check=True).stdout
     assert "iTCO_wdt" in watchdog, watchdog
+    state = keel_vm.run("cat /sys/class/watchdog/watchdog0/state", check=True).stdout
+    assert state.strip() == "active", "PID 1 has not armed the watchdog"
     old = keel_vm.boot_id()
     pid = keel_vm.pid
     keel_vm.run(

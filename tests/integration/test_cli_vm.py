@@ -106,7 +106,7 @@ def test_console_on_a_terminal_reaches_login_and_ctrl_bracket_leaves(
     try:
         assert b"Ctrl-]" in read_until(controller, b"Ctrl-]", 30)
         os.write(controller, b"\r")
-        output = read_until(controller, b"login:", 60)
+        output = read_until(controller, b"login:", 120)
         assert b"login:" in output, output.decode(errors="replace")
         # The terminal is raw while attached: no local echo, Ctrl-] reaches keel.
         assert not termios.tcgetattr(terminal)[3] & termios.ECHO

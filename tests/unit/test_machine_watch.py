@@ -8,13 +8,19 @@ import pytest
 from composer.testing import machine
 
 
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The harness's monotonic clock, moved by hand: clock[0] += seconds."""
+    now = [1000.0]
+    monkeypatch.setattr(machine.time, "monotonic", lambda: now[0])
+    return now
+
+
 def test_silence_after_the_restart_message_is_reported_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, clock: list[float]
 ) -> None:
     log = tmp_path / "serial.log"
     log.write_bytes(b"[  149.7] reboot: Restarting system\r\n[  149.7] reboot: machine restart\r\n")
-    clock = [1000.0]
-    monkeypatch.setattr(machine.time, "monotonic", lambda: clock[0])
     watch = machine._SilenceAfterRestart(log)
     assert not watch.stuck()  # first look: remembers the size
     clock[0] += machine.SILENT_AFTER_RESTART - 1
@@ -26,12 +32,10 @@ def test_silence_after_the_restart_message_is_reported_once(
 
 
 def test_a_log_that_grows_or_ends_elsewhere_is_not_stuck(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, clock: list[float]
 ) -> None:
     log = tmp_path / "serial.log"
     log.write_bytes(b"reboot: machine restart\r\n")
-    clock = [0.0]
-    monkeypatch.setattr(machine.time, "monotonic", lambda: clock[0])
     watch = machine._SilenceAfterRestart(log)
     watch.stuck()
     clock[0] += machine.SILENT_AFTER_RESTART + 1
@@ -42,12 +46,13 @@ def test_a_log_that_grows_or_ends_elsewhere_is_not_stuck(
 
 
 def test_reboot_watch_resets_the_guest_once_through_qmp(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    clock: list[float],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     log = tmp_path / "serial.log"
     log.write_bytes(b"reboot: machine restart\r\n")
-    clock = [0.0]
-    monkeypatch.setattr(machine.time, "monotonic", lambda: clock[0])
     sent: list[tuple[Path, str]] = []
     monkeypatch.setattr(machine.qmp, "command", lambda sock, cmd: sent.append((sock, cmd)))
     vm = SimpleNamespace(name="vm1", serial_log=log, vm_dir=SimpleNamespace(qmp_socket=tmp_path))

@@ -48,7 +48,7 @@ bench: setup
 
 # Build docker-host, boot it, run a container in it over SSH, leave it running.
 demo: setup
-	$(VENV)/bin/python -m composer.demo
+	$(VENV)/bin/python -m composer.tools.demo
 
 clean:
 	rm -rf build

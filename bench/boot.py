@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from composer import run as commands
-from composer.errors import KeelError
+from composer.core import commands
+from composer.core.errors import KeelError
 from composer.testing import KeelVM
 from composer.vm import runner
 

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from composer import run as commands
-from composer.build import BuildResult, build_image
-from composer.paths import DEFAULT_IMAGE, OVERLAYS_DIR
+from composer.build.pipeline import BuildResult, build_image
+from composer.core import commands
+from composer.core.paths import DEFAULT_IMAGE, OVERLAYS_DIR
 
 # Changed (and restored) to measure a rebuild after editing one overlay file.
 TOUCHED_OVERLAY_FILE = OVERLAYS_DIR / "base/etc/ssh/sshd_config.d/keel.conf"

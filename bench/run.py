@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from composer.paths import PROJECT_ROOT
+from composer.core.paths import PROJECT_ROOT
 from composer.vm.accel import choose_accel
 
 BENCH = PROJECT_ROOT / "build/bench"

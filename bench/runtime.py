@@ -23,8 +23,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from composer.errors import KeelError
-from composer.paths import PROJECT_ROOT, vm_root
+from composer.core.errors import KeelError
+from composer.core.paths import PROJECT_ROOT, vm_root
 from composer.testing import KeelVM
 from composer.vm import runner
 
@@ -65,7 +65,7 @@ class ContainerStart:
 def ensure_image(definition: Path, out: Path) -> Path:
     if (out / "manifest.json").exists():
         return out
-    from composer.build import build_image
+    from composer.build.pipeline import build_image
 
     print(f"==> building {definition.name} into {out}", file=sys.stderr, flush=True)
     if definition == CONTAINER_DEFINITION:

@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from composer import repository, serve
-from composer.paths import PROJECT_ROOT, vm_root
+from composer.core.paths import PROJECT_ROOT, vm_root
+from composer.publish import repository, serve
 from composer.testing import KeelVM
 from composer.testing.machine import RESTART_MESSAGE, RebootWatch
 from composer.vm import runner

@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from composer import bundle
-from composer.build import build_image
-from composer.errors import KeelError
-from composer.paths import DEFAULT_IMAGE
+from composer.build import bundle
+from composer.build.pipeline import build_image
+from composer.core.errors import KeelError
+from composer.core.paths import DEFAULT_IMAGE
 
 ISSUE_TARGET_BYTES = 300 * 1000 * 1000  # issue 5: a docker-host bundle of at most 300 MB
 MB = 1000 * 1000

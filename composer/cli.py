@@ -7,9 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from composer import doctor, run
-from composer.errors import KeelError
-from composer.paths import DEFAULT_IMAGE, SCHEMA_FILE
+from composer.core import commands
+from composer.core.errors import KeelError
+from composer.core.paths import DEFAULT_IMAGE, SCHEMA_FILE
+from composer.tools import doctor
 
 
 def human_size(size: int) -> str:
@@ -22,9 +23,9 @@ def human_size(size: int) -> str:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from composer.build import build_image
+    from composer.build.pipeline import build_image
 
-    run.echo_commands = not args.json
+    commands.echo_commands = not args.json
     result = build_image(
         args.definition, out_dir=args.out, quiet=args.json, keep_work=args.keep_work
     )
@@ -90,7 +91,7 @@ def make_parser() -> argparse.ArgumentParser:
     schema = verbs.add_parser("schema", help="print the image definition JSON Schema")
     schema.set_defaults(func=cmd_schema)
 
-    from composer import update_cli
+    from composer.publish import cli as update_cli
 
     update_cli.register(verbs)
     try:

@@ -25,10 +25,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hostd import bootentry
-from hostd.bundle_reader import Part, check_digest
+from hostd.formats import bootentry
+from hostd.formats.bundle import Part, check_digest
+from hostd.formats.version import version_key
 from hostd.state import fsync_dir
-from hostd.version import version_key
 
 ESP = Path("/efi")
 EFIVARS = Path("/sys/firmware/efi/efivars")

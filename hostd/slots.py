@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from hostd import bootentry
-from hostd.bundle_reader import CHUNK, Part, check_digest
+from hostd.formats import bootentry
+from hostd.formats.bundle import CHUNK, Part, check_digest
 
 PARTLABELS = Path("/dev/disk/by-partlabel")
 RELEASE = Path("/usr/lib/keel/release")

@@ -25,13 +25,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hostd import bootentry, slots
-from hostd.bundle_reader import Bundle, BundleError, chunks
+from hostd import slots
 from hostd.esp import Entry, EspTree
+from hostd.formats import bootentry
+from hostd.formats.bundle import Bundle, BundleError, chunks
+from hostd.formats.version import is_newer, version_key
 from hostd.policy import Policy, PolicyError, load_policy
 from hostd.state import STATE_DIR, Result, StateStore, UpdateState
 from hostd.tufclient import CACHE_DIR, TRUST_ROOT, Candidate, Repository, RepositoryRefused
-from hostd.version import is_newer, version_key
 
 log = logging.getLogger("keel.hostd")
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from composer.paths import DEFAULT_IMAGE, vm_root
+from composer.core.paths import DEFAULT_IMAGE, vm_root
 from composer.testing.machine import KeelVM
 from composer.vm import runner
 from composer.vm.accel import ACCELS
@@ -76,7 +76,7 @@ def keel_image(pytestconfig: pytest.Config) -> Path:
         if not path.exists():
             raise pytest.UsageError(f"--keel-image {path} does not exist")
         return path.resolve()
-    from composer.build import build_image  # only needed when building
+    from composer.build.pipeline import build_image  # only needed when building
 
     definition = Path(pytestconfig.getoption("--keel-definition"))
     # Absolute: tests hand it to other processes that run in other folders.

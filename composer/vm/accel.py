@@ -10,7 +10,7 @@ import os
 import re
 from pathlib import Path
 
-from composer.errors import KeelError
+from composer.core.errors import KeelError
 
 ACCELS = ("kvm", "tcg")
 

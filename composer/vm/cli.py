@@ -11,10 +11,10 @@ import threading
 import time
 from pathlib import Path
 
-from composer import run as commands
-from composer.butane import looks_like_butane, translate_file
-from composer.errors import KeelError
-from composer.paths import vm_root
+from composer.core import commands
+from composer.core.errors import KeelError
+from composer.core.paths import vm_root
+from composer.provisioning.butane import looks_like_butane, translate_file
 from composer.vm import console, runner, ssh, state
 from composer.vm.accel import ACCELS
 from composer.vm.image import image_label
@@ -171,7 +171,7 @@ def cmd_ssh(args: argparse.Namespace) -> int:
     vm, _ = _running(args.name)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     # The system ssh client, with the terminal inherited: this is an interactive
-    # session, which composer.run (built for logged, captured commands) does not offer.
+    # session, which composer.core.commands (built for logged, captured commands) does not offer.
     return subprocess.call(ssh.ssh_argv(vm, command))
 
 

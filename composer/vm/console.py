@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from composer.errors import KeelError
+from composer.core.errors import KeelError
 
 ESCAPE = b"\x1d"  # Ctrl-], like telnet: leaves `keel console` without touching the guest
 

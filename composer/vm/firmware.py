@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from composer.errors import KeelError
+from composer.core.errors import KeelError
 
 # Search order defined by QEMU: user config overrides /etc, which overrides /usr/share;
 # a file with the same name in an earlier directory hides the later ones.

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from composer.butane import looks_like_butane, translate
+from composer.provisioning.butane import looks_like_butane, translate
 
 IGNITION_VERSION = "3.4.0"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from composer.errors import KeelError
+from composer.core.errors import KeelError
 
 DEFAULT_IMAGE_NAME = "docker-host"
 # Preferred first: the compressed qcow2 is smaller and QEMU reads it just as well.

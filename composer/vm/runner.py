@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from composer import run as commands
-from composer.errors import KeelError
-from composer.paths import build_root
+from composer.core import commands
+from composer.core.errors import KeelError
+from composer.core.paths import build_root
 from composer.vm import command, firmware, ignition, keys, qmp, ssh, state
 from composer.vm.accel import choose_accel
 from composer.vm.console import tail

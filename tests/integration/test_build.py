@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from composer.build import build_image
-from composer.definition import load_definition
-from composer.partitions import ESP_TYPE, ROOT_X86_64_TYPE, VAR_TYPE
-from composer.paths import DEFAULT_IMAGE
+from composer.build.partitions import ESP_TYPE, ROOT_X86_64_TYPE, VAR_TYPE
+from composer.build.pipeline import build_image
+from composer.core.paths import DEFAULT_IMAGE
+from composer.definition.load import load_definition
 
 pytestmark = pytest.mark.integration
 

@@ -25,7 +25,7 @@ from typing import Any
 import paramiko
 import pytest
 
-from composer.paths import PROJECT_ROOT, vm_root
+from composer.core.paths import PROJECT_ROOT, vm_root
 from composer.testing import KeelVM
 from composer.vm import runner, ssh
 from composer.vm.console import DebugShell
@@ -90,7 +90,7 @@ def rt_image() -> Path:
     given = os.environ.get("KEEL_RT_IMAGE")
     if given:
         return Path(given)
-    from composer.build import build_image
+    from composer.build.pipeline import build_image
 
     make_busybox_archive(BUILD_DIR / "busybox.tar")
     started = time.monotonic()
@@ -109,7 +109,7 @@ def ops_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 def vm_a(
     rt_image: Path, ops_key: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[KeelVM]:
-    from composer.butane import translate_file
+    from composer.provisioning.butane import translate_file
 
     folder = tmp_path_factory.mktemp("butane")
     (folder / "local.txt").write_text("from a local file\n")

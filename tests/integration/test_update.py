@@ -34,8 +34,8 @@ from typing import Any
 import paramiko
 import pytest
 
-from composer import repository, serve
-from composer.paths import PROJECT_ROOT, vm_root
+from composer.core.paths import PROJECT_ROOT, vm_root
+from composer.publish import repository, serve
 from composer.testing import KeelVM
 from composer.testing.machine import RebootWatch
 from composer.vm import runner, ssh

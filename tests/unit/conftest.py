@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from composer.definition import load_definition
-from composer.model import ImageDefinition
+from composer.definition.load import load_definition
+from composer.definition.model import ImageDefinition
 
 
 @dataclass

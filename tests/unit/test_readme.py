@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from composer.cli import make_parser
-from composer.paths import PROJECT_ROOT
+from composer.core.paths import PROJECT_ROOT
 
 README = PROJECT_ROOT / "README.md"
 

@@ -1,0 +1,211 @@
+"""Build step 1: the root tree from Debian packages, with mmdebstrap.
+
+The result is a tarball in the package cache, keyed by a hash of everything that
+decides its content (package set, suite, mirror, initrd inputs, trimming), so a second
+build with the same packages skips download and install entirely (like osbuild's
+object store). The initrd is made here too, inside mmdebstrap's chroot, because it
+depends only on the kernel and the initramfs inputs, and making it needs a chroot with
+/proc and /dev that mmdebstrap already provides."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from composer.core import commands
+from composer.core.errors import KeelError
+from composer.definition.model import ImageDefinition
+from composer.core.paths import OVERLAYS_DIR, cache_root
+from composer.core.progress import Progress
+
+# Bump when the recipe below changes in a way the key would not otherwise see.
+RECIPE_VERSION = 1
+
+# Files the image never needs: documentation, manuals, translations.
+DPKG_PATH_EXCLUDES = (
+    "/usr/share/doc/*",
+    "/usr/share/man/*",
+    "/usr/share/info/*",
+    "/usr/share/locale/*",
+    "/usr/share/lintian/*",
+)
+# Licences stay, as Debian asks.
+DPKG_PATH_INCLUDES = ("/usr/share/doc/*/copyright",)
+
+# The initramfs-tools configuration, hooks and boot scripts: copied in before the
+# kernel is installed so the only initrd ever generated is the small one.
+INITRAMFS_OVERLAY = OVERLAYS_DIR / "initramfs"
+
+DEBIAN_ARCH = {"x86-64": "amd64"}
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    tarball: Path
+    key: str
+    cached: bool
+
+
+def _initramfs_inputs(defn: ImageDefinition) -> dict[str, str]:
+    """Every file that shapes the initrd, by relative path, with its content."""
+    files: dict[str, str] = {}
+    for path in sorted(INITRAMFS_OVERLAY.rglob("*")):
+        if path.is_file():
+            files[str(path.relative_to(INITRAMFS_OVERLAY))] = path.read_text()
+    files["etc/initramfs-tools/modules"] = "".join(f"{m}\n" for m in defn.kernel.initrd_modules)
+    return files
+
+
+def cache_key(defn: ImageDefinition) -> str:
+    recipe = {
+        "recipe": RECIPE_VERSION,
+        "suite": defn.debian.suite,
+        "architecture": defn.debian.architecture,
+        "mirror": defn.debian.mirror,
+        "components": list(defn.debian.components),
+        "kernel": defn.kernel.package,
+        "packages": sorted(set(defn.packages)),
+        "exclude_modules": sorted(defn.kernel.exclude_modules),
+        "dpkg_excludes": DPKG_PATH_EXCLUDES,
+        "dpkg_includes": DPKG_PATH_INCLUDES,
+        "initramfs": _initramfs_inputs(defn),
+    }
+    blob = json.dumps(recipe, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:32]
+
+
+def _write_initramfs_tree(defn: ImageDefinition, dest: Path) -> None:
+    for rel, content in _initramfs_inputs(defn).items():
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+        source = INITRAMFS_OVERLAY / rel
+        # Hooks and boot scripts must stay executable or initramfs-tools skips them.
+        target.chmod(0o755 if source.exists() and os.access(source, os.X_OK) else 0o644)
+
+
+def _prune_modules_hook(defn: ImageDefinition) -> str:
+    """Shell run by mmdebstrap after install: drop unneeded kernel modules, re-index."""
+    removals = " ".join(shlex.quote(p.strip("/")) for p in defn.kernel.exclude_modules)
+    return (
+        'for kdir in "$1"/usr/lib/modules/*/; do '
+        f'for p in {removals}; do rm -rf "$kdir$p"; done; '
+        'chroot "$1" depmod -a "$(basename "$kdir")"; '
+        "done"
+    )
+
+
+def mmdebstrap_command(defn: ImageDefinition, initramfs_dir: Path, output: Path) -> list[str]:
+    packages = [defn.kernel.package, *defn.packages]
+    cmd = [
+        "mmdebstrap",
+        "--mode=root",
+        "--variant=minbase",
+        "--format=tar",
+        "--verbose",
+        f"--architectures={DEBIAN_ARCH[defn.debian.architecture]}",
+        f"--components={','.join(defn.debian.components)}",
+        f"--include={','.join(dict.fromkeys(packages))}",
+        '--aptopt=APT::Install-Recommends "false"',
+        *(f"--dpkgopt=path-exclude={p}" for p in DPKG_PATH_EXCLUDES),
+        *(f"--dpkgopt=path-include={p}" for p in DPKG_PATH_INCLUDES),
+        f"--essential-hook=sync-in {initramfs_dir} /",
+        f"--customize-hook={_prune_modules_hook(defn)}",
+        defn.debian.suite,
+        str(output),
+    ]
+    if defn.debian.mirror:
+        cmd.append(defn.debian.mirror)
+    return cmd
+
+
+_MISSING_PACKAGE = re.compile(
+    r"Unable to locate package (\S+)|Package '?([^' ]+)'? has no installation candidate"
+)
+
+
+def _explain_missing_packages(defn: ImageDefinition, error: KeelError) -> KeelError:
+    missing = [a or b for a, b in _MISSING_PACKAGE.findall(error.message)]
+    if not missing:
+        return error
+    lines = []
+    for name in dict.fromkeys(missing):
+        if name in defn.packages:
+            where = defn.origin(f"packages.{defn.packages.index(name)}")
+            lines.append(f"{where}: package '{name}' is not in Debian {defn.debian.suite}")
+        elif name == defn.kernel.package:
+            lines.append(f"{defn.origin('kernel.package')}: kernel package '{name}' not found")
+        else:
+            lines.append(f"package '{name}' not found in Debian {defn.debian.suite}")
+    return KeelError(
+        "\n".join(lines),
+        hint="check the spelling with `apt-cache search NAME`, or remove the package",
+    )
+
+
+class _DownloadCounter:
+    """Turns mmdebstrap's verbose apt output into a few progress lines."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.fetched = 0
+
+    def __call__(self, line: str) -> None:
+        if line.startswith("I: "):
+            self.progress.say(f"    {line[3:]}")
+        elif line.startswith("Get:"):
+            self.fetched += 1
+            if self.fetched % 25 == 0:
+                self.progress.say(f"    downloaded {self.fetched} packages")
+        elif line.startswith(("Need to get", "Fetched ")):
+            self.progress.say(f"    {line.strip()}")
+
+
+def bootstrap(defn: ImageDefinition, work_dir: Path, progress: Progress) -> BootstrapResult:
+    """Return the cached root tarball for this package set, building it if needed."""
+    key = cache_key(defn)
+    store = cache_root() / "bootstrap"
+    tarball = store / f"{key}.tar"
+    if tarball.exists():
+        progress.say(f"    package cache hit: {tarball}")
+        return BootstrapResult(tarball, key, cached=True)
+
+    store.mkdir(parents=True, exist_ok=True)
+    initramfs_dir = work_dir / "initramfs-inputs"
+    _write_initramfs_tree(defn, initramfs_dir)
+    # A name of this process's own, so two builds at once never write one file.
+    partial = tarball.with_suffix(f".tar.partial-{os.getpid()}")
+    progress.say(f"    package cache miss ({key}); downloading and installing packages")
+    try:
+        commands.run(
+            mmdebstrap_command(defn, initramfs_dir, partial),
+            on_stderr_line=_DownloadCounter(progress),
+            hint="mmdebstrap needs root and network access to the Debian archive",
+        )
+    except KeelError as error:
+        partial.unlink(missing_ok=True)
+        raise _explain_missing_packages(defn, error) from None
+    partial.rename(tarball)
+    return BootstrapResult(tarball, key, cached=False)
+
+
+def _sizes_file(defn: ImageDefinition) -> Path:
+    return cache_root() / "bootstrap" / f"{cache_key(defn)}.sizes.json"
+
+
+def remember_root_size(defn: ImageDefinition, size: int) -> None:
+    """Note the root image size this package set gave, for the next build's early check."""
+    _sizes_file(defn).write_text(json.dumps({"root_image": size}) + "\n")
+
+
+def remembered_root_size(defn: ImageDefinition) -> int | None:
+    """The root image size an earlier build of this package set gave, if any."""
+    try:
+        return int(json.loads(_sizes_file(defn).read_text())["root_image"])
+    except (OSError, ValueError, KeyError):
+        return None

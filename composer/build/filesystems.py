@@ -1,0 +1,99 @@
+"""Build step 6: filesystem images, each made from a directory with no loop device and
+no mount: mkfs.erofs for the root, mkfs.vfat + mtools for the ESP, mkfs.ext4 -d for var.
+
+Every image is reproducible from the same input tree and SOURCE_DATE_EPOCH: fixed
+UUIDs, fixed timestamps, fixed hash seeds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from composer.core import commands
+
+
+def make_erofs(tree: Path, output: Path, *, epoch: int, fs_uuid: str) -> Path:
+    output.unlink(missing_ok=True)
+    # -T and --ignore-mtime fix the seconds, but erofs still keeps an inode's
+    # sub-second mtime, and a directory this build created has its own: clamp them all
+    # so the inode layout (compact or extended) cannot change between builds.
+    _clamp_mtimes(tree, epoch)
+    commands.run(
+        [
+            "mkfs.erofs",
+            # lz4hc with 64 KiB physical clusters: about half the size of the tree;
+            # larger clusters compress better but read more per page fault.
+            "-zlz4hc", "-C65536",
+            f"-T{epoch}", "--ignore-mtime",
+            f"-U{fs_uuid.lower()}",
+            "--quiet",
+            output, tree,
+        ],
+        # mkfs.erofs reads SOURCE_DATE_EPOCH itself and then writes extended inodes:
+        # the same build would differ by whether the variable was set. -T says it all.
+        env={"SOURCE_DATE_EPOCH": None},
+    )  # fmt: skip
+    return output
+
+
+def _clamp_mtimes(tree: Path, epoch: int) -> None:
+    for path in [tree, *tree.rglob("*")]:
+        os.utime(path, (epoch, epoch), follow_symlinks=False)
+
+
+def make_vfat(
+    tree: Path, output: Path, *, size: int, label: str, volume_id: str, epoch: int
+) -> Path:
+    output.unlink(missing_ok=True)
+    with output.open("wb") as handle:
+        handle.truncate(size)
+    commands.run(["mkfs.vfat", "-F", "32", "-n", label.upper(), "-i", volume_id, "--invariant", output])
+    _clamp_mtimes(tree, epoch)
+    entries = sorted(tree.iterdir())
+    if entries:
+        # -s recursive, -m keep modification times, -Q stop at the first error.
+        commands.run(
+            ["mcopy", "-s", "-m", "-Q", "-i", output, *entries, "::/"],
+            env={"SOURCE_DATE_EPOCH": str(epoch), "MTOOLS_SKIP_CHECK": "1"},
+        )
+    return output
+
+
+def make_ext4(tree: Path, output: Path, *, size: int, label: str, fs_uuid: str, epoch: int) -> Path:
+    output.unlink(missing_ok=True)
+    with output.open("wb") as handle:
+        handle.truncate(size)
+    _clamp_mtimes(tree, epoch)
+    commands.run(
+        [
+            "mkfs.ext4", "-q", "-F",
+            "-L", label,
+            "-U", fs_uuid.lower(),
+            "-E", f"hash_seed={fs_uuid.lower()},root_owner=0:0",
+            "-d", tree,
+            output,
+        ],
+        env={"E2FSPROGS_FAKE_TIME": str(epoch)},
+    )  # fmt: skip
+    _clamp_ext4_change_times(tree, output, epoch)
+    return output
+
+
+def _clamp_ext4_change_times(tree: Path, image: Path, epoch: int) -> None:
+    """mkfs.ext4 -d copies each source file's ctime, which is when this build created
+    it and cannot be set from user space; debugfs rewrites it (and the creation time)
+    in the image so two builds give the same bytes. mtime and atime are clamped on
+    the source files before mkfs."""
+    paths = ["/", *sorted("/" + str(p.relative_to(tree)) for p in tree.rglob("*"))]
+    script = []
+    for path in paths:
+        quoted = '"' + path.replace('"', '\\"') + '"'
+        for field in ("ctime", "crtime"):
+            script.append(f"set_inode_field {quoted} {field} @{epoch}")
+            script.append(f"set_inode_field {quoted} {field}_extra 0")
+    # The fake time also keeps debugfs from stamping the superblock's last write time.
+    commands.run(
+        ["debugfs", "-w", "-f", "-", image],
+        input="\n".join(script).encode(),
+        env={"E2FSPROGS_FAKE_TIME": str(epoch)},
+    )

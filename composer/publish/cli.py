@@ -1,0 +1,132 @@
+"""The update verbs of `keel`: keygen, publish, rotate-key, serve (see docs/updates.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from composer.core import commands
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from composer.publish import keys
+
+    created = keys.generate_keys(args.out)
+    for role, path in created.private_keys.items():
+        print(f"{role:<9}  {path}")
+    print(f"root.json  {created.root_metadata}")
+    print(
+        f"\nkeep {args.out} secret; bake {created.root_metadata} into images with "
+        "update.root in the image definition",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from composer.publish import repository
+
+    commands.echo_commands = False
+    expiries = dict(repository.parse_expiry(text) for text in args.expires)
+    published = repository.publish(
+        args.repo, args.artifact, args.keys, expiries=expiries, force=args.force
+    )
+    result: dict[str, Any] = {
+        "target": published.target_path,
+        "file": str(published.stored_at) if published.stored_at else None,
+        "version": published.version,
+        "metadata_versions": {
+            "targets": published.targets_version,
+            "snapshot": published.snapshot_version,
+            "timestamp": published.timestamp_version,
+        },
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        what = f"published {published.target_path}" if published.target_path else "re-signed"
+        print(
+            f"{what} (targets v{published.targets_version}, "
+            f"snapshot v{published.snapshot_version}, timestamp v{published.timestamp_version})"
+        )
+    return 0
+
+
+def cmd_rotate_key(args: argparse.Namespace) -> int:
+    from composer.publish import repository
+
+    rotated = repository.rotate_key(args.repo, args.keys, args.role)
+    if args.json:
+        print(json.dumps({
+            "role": rotated.role,
+            "old_keyid": rotated.old_keyid,
+            "new_keyid": rotated.new_keyid,
+            "root_version": rotated.root_version,
+            "retired_key": str(rotated.retired_key),
+        }, indent=2))  # fmt: skip
+        return 0
+    print(
+        f"{rotated.role} key {rotated.old_keyid[:16]}… replaced by {rotated.new_keyid[:16]}… "
+        f"(root v{rotated.root_version}); the old key is in {rotated.retired_key}"
+    )
+    print(
+        f"hosts follow the new root by themselves; new builds bake {args.keys / 'root.json'}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from composer.publish import serve
+
+    serve.serve_forever(args.repo, args.bind, args.port)
+    return 0
+
+
+def register(verbs: Any) -> None:
+    """Add keygen, publish, rotate-key and serve to keel's subcommands (argparse subparsers)."""
+    keygen = verbs.add_parser("keygen", help="create update signing keys and root metadata")
+    keygen.add_argument("--out", type=Path, required=True, help="folder for the keys and root.json")
+    keygen.set_defaults(func=cmd_keygen)
+
+    publish = verbs.add_parser("publish", help="add a build's update bundle to a repository")
+    publish.add_argument(
+        "artifact",
+        type=Path,
+        nargs="?",
+        help="build output folder (build/NAME/VERSION) or .keelbundle; "
+        "none: only re-sign the metadata with fresh expiry dates",
+    )
+    publish.add_argument("--repo", type=Path, required=True, help="repository folder")
+    publish.add_argument("--keys", type=Path, required=True, help="folder written by `keel keygen`")
+    publish.add_argument(
+        "--expires",
+        action="append",
+        default=[],
+        metavar="ROLE=DURATION",
+        help="lifetime of new metadata, e.g. timestamp=1d (defaults: root=365d, "
+        "targets=90d, snapshot=7d, timestamp=1d); 0s or negative: already expired",
+    )
+    publish.add_argument(
+        "--force", action="store_true", help="publish even if the version is not newer"
+    )
+    publish.add_argument("--json", action="store_true", help="print the result as JSON")
+    publish.set_defaults(func=cmd_publish)
+
+    rotate = verbs.add_parser(
+        "rotate-key", help="replace one role's signing key (hosts follow by themselves)"
+    )
+    rotate.add_argument("role", choices=("root", "targets", "snapshot", "timestamp"))
+    rotate.add_argument("--repo", type=Path, required=True, help="repository folder")
+    rotate.add_argument("--keys", type=Path, required=True, help="folder written by `keel keygen`")
+    rotate.add_argument("--json", action="store_true", help="print the result as JSON")
+    rotate.set_defaults(func=cmd_rotate_key)
+
+    serve = verbs.add_parser("serve", help="serve a repository over HTTP on loopback")
+    serve.add_argument("--repo", type=Path, required=True, help="repository folder")
+    serve.add_argument("--bind", default="127.0.0.1", help="loopback address (default %(default)s)")
+    serve.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (default)")
+    serve.set_defaults(func=cmd_serve)

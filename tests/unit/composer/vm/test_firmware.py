@@ -1,0 +1,122 @@
+"""Firmware descriptor parsing, on small descriptors modelled on Debian's ovmf files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from composer.core.errors import KeelError
+from composer.vm.firmware import find_firmware, parse_descriptor
+
+
+def descriptor(
+    code: str,
+    vars_template: str,
+    features: list[str] | None = None,
+    machines: list[str] | None = None,
+    arch: str = "x86_64",
+    interface: str = "uefi",
+) -> dict[str, Any]:
+    return {
+        "description": "test firmware",
+        "interface-types": [interface],
+        "mapping": {
+            "device": "flash",
+            "executable": {"filename": code, "format": "raw"},
+            "nvram-template": {"filename": vars_template, "format": "raw"},
+        },
+        "targets": [{"architecture": arch, "machines": machines or ["pc-i440fx-*", "pc-q35-*"]}],
+        "features": features if features is not None else ["acpi-s3", "verbose-dynamic"],
+        "tags": [],
+    }
+
+
+@pytest.fixture
+def fw_files(tmp_path: Path) -> dict[str, Path]:
+    files = {}
+    for name in ("CODE.fd", "CODE.secboot.fd", "VARS.fd", "VARS.ms.fd"):
+        files[name] = tmp_path / name
+        files[name].write_bytes(b"\0" * 16)
+    return files
+
+
+def write(directory: Path, name: str, data: dict[str, Any]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_plain_uefi_descriptor_is_usable(tmp_path: Path, fw_files: dict[str, Path]) -> None:
+    path = write(tmp_path / "d", "60-edk2.json", descriptor(str(fw_files["CODE.fd"]), "/v.fd"))
+    fw = parse_descriptor(path)
+    assert fw is not None
+    assert fw.code == fw_files["CODE.fd"]
+    assert fw.vars_template == Path("/v.fd")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"features": ["secure-boot", "requires-smm"]},
+        {"features": ["enrolled-keys", "secure-boot"]},
+        {"machines": ["pc-i440fx-*"]},
+        {"arch": "aarch64"},
+        {"interface": "bios"},
+    ],
+)
+def test_unusable_descriptors_are_skipped(tmp_path: Path, change: dict[str, Any]) -> None:
+    path = write(tmp_path, "x.json", descriptor("/c.fd", "/v.fd", **change))
+    assert parse_descriptor(path) is None
+
+
+def test_stateless_or_broken_descriptors_are_skipped(tmp_path: Path) -> None:
+    data = descriptor("/c.fd", "/v.fd")
+    del data["mapping"]["nvram-template"]
+    assert parse_descriptor(write(tmp_path, "a.json", data)) is None
+    (tmp_path / "b.json").write_text("{not json")
+    assert parse_descriptor(tmp_path / "b.json") is None
+
+
+def test_priority_order_and_secure_boot_skipped(tmp_path: Path, fw_files: dict[str, Path]) -> None:
+    d = tmp_path / "share"
+    write(
+        d,
+        "40-secure-enrolled.json",
+        descriptor(
+            str(fw_files["CODE.secboot.fd"]),
+            str(fw_files["VARS.ms.fd"]),
+            features=["enrolled-keys", "requires-smm", "secure-boot"],
+        ),
+    )
+    write(d, "60-plain.json", descriptor(str(fw_files["CODE.fd"]), str(fw_files["VARS.fd"])))
+    write(d, "70-later.json", descriptor(str(fw_files["CODE.fd"]), str(fw_files["VARS.ms.fd"])))
+    fw = find_firmware((d,))
+    assert fw.descriptor.name == "60-plain.json"
+    assert fw.vars_template == fw_files["VARS.fd"]
+
+
+def test_earlier_directory_hides_same_name(tmp_path: Path, fw_files: dict[str, Path]) -> None:
+    etc, share = tmp_path / "etc", tmp_path / "share"
+    write(etc, "60-edk2.json", descriptor(str(fw_files["CODE.fd"]), str(fw_files["VARS.ms.fd"])))
+    write(share, "60-edk2.json", descriptor(str(fw_files["CODE.fd"]), str(fw_files["VARS.fd"])))
+    assert find_firmware((etc, share)).descriptor.parent == etc
+
+
+def test_missing_files_are_skipped_and_none_left_is_an_error(tmp_path: Path) -> None:
+    write(tmp_path, "60-edk2.json", descriptor("/nonexistent/CODE.fd", "/nonexistent/VARS.fd"))
+    with pytest.raises(KeelError) as err:
+        find_firmware((tmp_path, tmp_path / "missing"))
+    assert "ovmf" in str(err.value)
+
+
+@pytest.mark.skipif(
+    not Path("/usr/share/qemu/firmware/60-edk2-x86_64.json").exists(), reason="no ovmf here"
+)
+def test_real_debian_descriptors() -> None:
+    fw = find_firmware((Path("/usr/share/qemu/firmware"),))
+    assert fw.code.name == "OVMF_CODE_4M.fd"
+    assert fw.vars_template.name == "OVMF_VARS_4M.fd"

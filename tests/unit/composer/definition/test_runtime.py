@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 from composer.core.errors import KeelError
-
 from tests.unit.conftest import Project
 
 

@@ -21,10 +21,10 @@ from typing import Any
 from composer.build.pipeline import BuildResult, build_image
 from composer.core import commands
 from composer.core.paths import DEFAULT_IMAGE, OVERLAYS_DIR
+from hostd.formats.sizes import MIB
 
 # Changed (and restored) to measure a rebuild after editing one overlay file.
 TOUCHED_OVERLAY_FILE = OVERLAYS_DIR / "base/etc/ssh/sshd_config.d/keel.conf"
-MIB = 1024 * 1024
 
 
 def timed_build(out: Path) -> tuple[float, BuildResult]:

@@ -1,110 +1,50 @@
-"""keel: the build-side command line. Verbs dispatch through argparse subcommands."""
+"""keel: the build-side command line. Each phase's folder registers its own verbs;
+this module only puts them together, grouped by phase in the help."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
+from importlib.metadata import version
 
-from composer.core import commands
+from composer.build import cli as build_cli
 from composer.core.errors import KeelError
-from composer.core.paths import DEFAULT_IMAGE, SCHEMA_FILE
-from composer.tools import doctor
+from composer.core.verbs import VerbGroup, listing
+from composer.publish import cli as publish_cli
+from composer.vm import cli as vm_cli
 
-
-def human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
-def cmd_build(args: argparse.Namespace) -> int:
-    from composer.build.pipeline import build_image
-
-    commands.echo_commands = not args.json
-    result = build_image(
-        args.definition, out_dir=args.out, quiet=args.json, keep_work=args.keep_work
-    )
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "out_dir": str(result.out_dir),
-                    "manifest": str(result.manifest),
-                    "seconds": round(result.seconds, 1),
-                    "package_cache_hit": result.cached_packages,
-                    "steps": {k: round(v, 1) for k, v in result.timings.items()},
-                    "artifacts": [
-                        {"name": a.name, "path": str(a.path), "size": a.size, "sha256": a.sha256}
-                        for a in result.artifacts
-                    ],
-                },
-                indent=2,
-            )
-        )
-        return 0
-    width = max(len(a.name) for a in result.artifacts)
-    print(f"\nbuilt {result.out_dir} in {result.seconds:.0f}s", file=sys.stderr)
-    print(f"{'artifact':<{width}}  {'size':>10}  sha256")
-    for a in result.artifacts:
-        print(f"{a.name:<{width}}  {human_size(a.size):>10}  {a.sha256}")
-    return 0
-
-
-def cmd_doctor(args: argparse.Namespace) -> int:
-    text, status = doctor.report()
-    print(text)
-    return status
-
-
-def cmd_schema(args: argparse.Namespace) -> int:
-    sys.stdout.write(SCHEMA_FILE.read_text())
-    return 0
+PHASES = (
+    ("build", build_cli.register),
+    ("publish", publish_cli.register),
+    ("run", vm_cli.register),
+)
 
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="keel", description="Build immutable A/B container-host images and boot them."
+        prog="keel",
+        description="Build immutable A/B container-host images, publish their updates, "
+        "and boot them in QEMU.",
+        usage="keel [-h] [--version] COMMAND ...",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
-
-    build = verbs.add_parser("build", help="build a disk image from an image definition")
-    build.add_argument(
-        "definition",
-        nargs="?",
-        type=Path,
-        default=DEFAULT_IMAGE,
-        help="image definition (YAML); default: images/docker-host.yaml",
-    )
-    build.add_argument("--out", type=Path, help="output folder (default build/NAME/VERSION)")
-    build.add_argument("--json", action="store_true", help="print the result as JSON, no progress")
-    build.add_argument("--keep-work", action="store_true", help="keep the staging tree (.work/)")
-    build.set_defaults(func=cmd_build)
-
-    check = verbs.add_parser("doctor", help="list missing host tools and their Debian packages")
-    check.set_defaults(func=cmd_doctor)
-
-    schema = verbs.add_parser("schema", help="print the image definition JSON Schema")
-    schema.set_defaults(func=cmd_schema)
-
-    from composer.publish import cli as update_cli
-
-    update_cli.register(verbs)
-    try:
-        from composer.vm import cli as vm_cli
-    except ImportError:  # the VM runner is optional for a build-only checkout
-        pass
-    else:
-        vm_cli.register(verbs)
+    parser.add_argument("--version", action="version", version=f"keel {version('keel')}")
+    verbs = parser.add_subparsers(dest="verb", metavar="COMMAND", help=argparse.SUPPRESS)
+    groups = []
+    for title, register in PHASES:
+        group = VerbGroup(verbs, title)
+        register(group)
+        groups.append(group)
+    parser.epilog = listing(groups) + "\n\nkeel COMMAND --help tells more of each."
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if args.verb is None:
+        parser.print_help()
+        return 0
     try:
         status: int = args.func(args)
     except KeelError as error:

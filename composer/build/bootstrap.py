@@ -16,12 +16,16 @@ import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from composer.core import commands
 from composer.core.errors import KeelError
-from composer.definition.model import ImageDefinition
 from composer.core.paths import OVERLAYS_DIR, cache_root
 from composer.core.progress import Progress
+from composer.definition.model import ImageDefinition
+
+if TYPE_CHECKING:
+    from composer.build.context import BuildContext
 
 # Bump when the recipe below changes in a way the key would not otherwise see.
 RECIPE_VERSION = 1
@@ -166,11 +170,16 @@ class _DownloadCounter:
             self.progress.say(f"    {line.strip()}")
 
 
+def root_tarball(defn: ImageDefinition) -> Path:
+    """Where the root tarball of this package set is cached."""
+    return cache_root() / "bootstrap" / f"{cache_key(defn)}.tar"
+
+
 def bootstrap(defn: ImageDefinition, work_dir: Path, progress: Progress) -> BootstrapResult:
     """Return the cached root tarball for this package set, building it if needed."""
     key = cache_key(defn)
-    store = cache_root() / "bootstrap"
-    tarball = store / f"{key}.tar"
+    tarball = root_tarball(defn)
+    store = tarball.parent
     if tarball.exists():
         progress.say(f"    package cache hit: {tarball}")
         return BootstrapResult(tarball, key, cached=True)
@@ -194,18 +203,5 @@ def bootstrap(defn: ImageDefinition, work_dir: Path, progress: Progress) -> Boot
     return BootstrapResult(tarball, key, cached=False)
 
 
-def _sizes_file(defn: ImageDefinition) -> Path:
-    return cache_root() / "bootstrap" / f"{cache_key(defn)}.sizes.json"
-
-
-def remember_root_size(defn: ImageDefinition, size: int) -> None:
-    """Note the root image size this package set gave, for the next build's early check."""
-    _sizes_file(defn).write_text(json.dumps({"root_image": size}) + "\n")
-
-
-def remembered_root_size(defn: ImageDefinition) -> int | None:
-    """The root image size an earlier build of this package set gave, if any."""
-    try:
-        return int(json.loads(_sizes_file(defn).read_text())["root_image"])
-    except (OSError, ValueError, KeyError):
-        return None
+def step(ctx: BuildContext) -> None:
+    ctx.packages_from_cache = bootstrap(ctx.definition, ctx.work, ctx.progress).cached

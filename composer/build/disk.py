@@ -1,14 +1,20 @@
-"""Build step 7: put the filesystem images into one GPT disk image, then qcow2.
+"""Build step: put the filesystem images into one GPT disk image, then qcow2.
 
 sfdisk writes the table into a plain file and dd writes each filesystem at its
 offset, so no loop device or root privilege is needed."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pathlib import Path
 
+from composer.build.partitions import DiskPlan, sfdisk_script
 from composer.core import commands
-from composer.build.partitions import MIB, DiskPlan, sfdisk_script
+from hostd.formats.sizes import MIB
+
+if TYPE_CHECKING:
+    from composer.build.context import BuildContext
 
 
 def assemble(plan: DiskPlan, images: dict[str, Path], output: Path) -> Path:
@@ -42,3 +48,12 @@ def convert_to_qcow2(raw: Path, output: Path) -> Path:
         ]
     )  # fmt: skip
     return output
+
+
+def assemble_step(ctx: BuildContext) -> None:
+    images = {"esp": ctx.esp_image, "root-a": ctx.root_image, "var": ctx.var_image}
+    assemble(ctx.disk, images, ctx.disk_raw)
+
+
+def qcow2_step(ctx: BuildContext) -> None:
+    convert_to_qcow2(ctx.disk_raw, ctx.disk_qcow2)

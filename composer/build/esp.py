@@ -3,12 +3,21 @@ the initrd and a loader entry with a tries counter (naming scheme: hostd/bootent
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import shutil
 from pathlib import Path
 
 from composer.core.errors import KeelError
 from composer.definition.model import ImageDefinition
 from hostd.formats import bootentry
+
+from composer.build import capacity
+from composer.build.context import FIRST_SLOT
+from composer.build.filesystems import make_vfat, tree_size
+from composer.build.partitions import stable_uuid
+if TYPE_CHECKING:
+    from composer.build.context import BuildContext
 
 SYSTEMD_BOOT = "usr/lib/systemd/boot/efi/systemd-bootx64.efi"
 
@@ -45,5 +54,26 @@ def populate_esp(
     return esp
 
 
-def tree_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+def step(ctx: BuildContext) -> None:
+    """The ESP image of a new disk: the first slot's boot files, and room for a second
+    slot's kernel and initrd."""
+    defn = ctx.definition
+    final = ctx.finalized
+    populate_esp(
+        defn,
+        ctx.tree,
+        ctx.esp_tree,
+        slot=FIRST_SLOT,
+        kernel=final.kernel,
+        initrd=final.initrd,
+    )
+    boot_files = final.kernel.stat().st_size + final.initrd.stat().st_size
+    capacity.check_esp(defn, tree_size(ctx.esp_tree), boot_files)
+    make_vfat(
+        ctx.esp_tree,
+        ctx.esp_image,
+        size=defn.partitions.esp,
+        label="esp",
+        volume_id=stable_uuid(defn.name, defn.version, "esp-fs")[:8],
+        epoch=ctx.epoch,
+    )

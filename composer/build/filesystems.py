@@ -1,4 +1,4 @@
-"""Build step 6: filesystem images, each made from a directory with no loop device and
+"""Build step: filesystem images, each made from a directory with no loop device and
 no mount: mkfs.erofs for the root, mkfs.vfat + mtools for the ESP, mkfs.ext4 -d for var.
 
 Every image is reproducible from the same input tree and SOURCE_DATE_EPOCH: fixed
@@ -6,10 +6,18 @@ UUIDs, fixed timestamps, fixed hash seeds."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import os
 from pathlib import Path
 
 from composer.core import commands
+import shutil
+
+from composer.build import capacity
+from composer.build.partitions import stable_uuid
+if TYPE_CHECKING:
+    from composer.build.context import BuildContext
 
 
 def make_erofs(tree: Path, output: Path, *, epoch: int, fs_uuid: str) -> Path:
@@ -47,7 +55,9 @@ def make_vfat(
     output.unlink(missing_ok=True)
     with output.open("wb") as handle:
         handle.truncate(size)
-    commands.run(["mkfs.vfat", "-F", "32", "-n", label.upper(), "-i", volume_id, "--invariant", output])
+    commands.run(
+        ["mkfs.vfat", "-F", "32", "-n", label.upper(), "-i", volume_id, "--invariant", output]
+    )
     _clamp_mtimes(tree, epoch)
     entries = sorted(tree.iterdir())
     if entries:
@@ -97,3 +107,38 @@ def _clamp_ext4_change_times(tree: Path, image: Path, epoch: int) -> None:
         input="\n".join(script).encode(),
         env={"E2FSPROGS_FAKE_TIME": str(epoch)},
     )
+
+
+def root_step(ctx: BuildContext) -> None:
+    """The root image, checked against its slot, and the kernel and initrd beside it:
+    the slot payload an update installs."""
+    defn = ctx.definition
+    ctx.payload_dir.mkdir(parents=True, exist_ok=True)
+    make_erofs(
+        ctx.tree,
+        ctx.root_image,
+        epoch=ctx.epoch,
+        fs_uuid=stable_uuid(defn.name, defn.version, "root-fs"),
+    )
+    size = ctx.root_image.stat().st_size
+    capacity.remember_root_size(defn, size)
+    capacity.check_root(defn, size)
+    shutil.copyfile(ctx.finalized.kernel, ctx.kernel)
+    shutil.copyfile(ctx.finalized.initrd, ctx.initrd)
+
+
+def var_step(ctx: BuildContext) -> None:
+    defn = ctx.definition
+    capacity.check_var(defn, tree_size(ctx.finalized.var_seed))
+    make_ext4(
+        ctx.finalized.var_seed,
+        ctx.var_image,
+        size=defn.partitions.var,
+        label="var",
+        fs_uuid=stable_uuid(defn.name, defn.version, "var-fs"),
+        epoch=ctx.epoch,
+    )
+
+
+def tree_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

@@ -1,7 +1,5 @@
-"""Build step 5: turn the staged tree into an immutable OS image.
+"""Build step: turn the staged tree into an immutable OS image.
 
-- install hostd (the host agent) from this checkout;
-- bake the update policy and the update repository's root of trust (TUF root.json);
 - strip per-machine identity (machine-id, SSH host keys): created on first boot;
 - stamp the image name and version into os-release;
 - take the kernel and initrd out of /boot (they go to the ESP and the slot payload);
@@ -11,20 +9,18 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from composer.core import commands
 from composer.core.errors import KeelError
 from composer.definition.model import ImageDefinition
-from composer.core.paths import PROJECT_ROOT, cache_root
 
-AGENT_DIR = "usr/lib/keel/python"
-UPDATE_DIR = "usr/lib/keel/update"
+if TYPE_CHECKING:
+    from composer.build.context import BuildContext
+
 FACTORY_VAR = "usr/share/factory/var"
 
 # Written at build time by package scripts; meaningless (or identity) on a host.
@@ -38,11 +34,6 @@ BUILD_LEFTOVERS = (
     "var/lib/apt/lists/*",
     "etc/initramfs-tools/modules.dpkg-*",
 )
-
-KEELCTL = """#!/bin/sh
-# keelctl: the host agent's command line (hostd/ in the Keel repository).
-PYTHONPATH=/usr/lib/keel/python PYTHONDONTWRITEBYTECODE=1 exec /usr/bin/python3 -m hostd.cli "$@"
-"""
 
 
 @dataclass(frozen=True)
@@ -63,53 +54,6 @@ def installed_packages(tree: Path) -> tuple[tuple[str, str, str], ...]:
     )  # fmt: skip
     rows = (tuple(line.split("\t")) for line in text.splitlines() if line)
     return tuple(sorted((r[0], r[1], r[2]) for r in rows if len(r) == 3))
-
-
-AGENT_REQUIREMENTS = PROJECT_ROOT / "hostd" / "requirements.txt"
-
-
-def _agent_dependencies() -> Path:
-    """hostd's pinned dependencies (python-tuf and what it needs), installed once per
-    requirements.txt content into the cache for the guest's Python (3.11, x86-64)."""
-    digest = hashlib.sha256(AGENT_REQUIREMENTS.read_bytes()).hexdigest()[:16]
-    cached = cache_root() / "agent" / digest
-    if cached.is_dir():
-        return cached
-    partial = cached.with_name(f"{digest}.partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    commands.run(
-        [
-            sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-            "--target", partial, "--only-binary=:all:", "--no-compile",
-            "--python-version", "3.11", "--implementation", "cp",
-            "--platform", "manylinux2014_x86_64", "-r", AGENT_REQUIREMENTS,
-        ],
-        hint="hostd/requirements.txt pins hostd's dependencies; pip must reach the package index",
-    )  # fmt: skip
-    # pip's own records are of no use in an image that never runs pip.
-    for junk in [*partial.glob("*.dist-info"), partial / "bin"]:
-        if junk.is_dir():
-            shutil.rmtree(junk)
-    partial.rename(cached)
-    return cached
-
-
-def install_agent(tree: Path) -> None:
-    """Copy the hostd package and its vendored dependencies into the image."""
-    shutil.copytree(_agent_dependencies(), tree / AGENT_DIR, dirs_exist_ok=True)
-    dest = tree / AGENT_DIR / "hostd"
-    if dest.exists():
-        shutil.rmtree(dest)
-    shutil.copytree(
-        PROJECT_ROOT / "hostd", dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
-    )
-    for path in [tree / AGENT_DIR, *(tree / AGENT_DIR).rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    keelctl = tree / "usr/bin/keelctl"
-    keelctl.write_text(KEELCTL)
-    keelctl.chmod(0o755)
 
 
 def _remove_leftovers(tree: Path) -> None:
@@ -179,39 +123,7 @@ def _split_var(tree: Path, seed: Path) -> None:
         (tree / mount_point).mkdir(exist_ok=True)
 
 
-def bake_update_trust(defn: ImageDefinition, tree: Path) -> None:
-    """The update policy, and the repository's root metadata if the definition names one:
-    hostd trusts only repositories signed under this root (docs/updates.md)."""
-    from composer.publish import keys
-
-    dest = tree / UPDATE_DIR
-    dest.mkdir(parents=True, exist_ok=True)
-    policy = defn.update
-    document = {
-        "name": defn.name,
-        "architecture": defn.debian.architecture,
-        "repository": policy.repository,
-        "check_interval": policy.check_interval,
-        "reboot": policy.reboot,
-        "window": {
-            "days": list(policy.window.days),
-            "start": policy.window.start,
-            "duration": policy.window.duration,
-        },
-    }
-    (dest / "policy.json").write_text(json.dumps(document, indent=2) + "\n")
-    (dest / "policy.json").chmod(0o644)
-    trust_root = dest / "root.json"
-    trust_root.unlink(missing_ok=True)
-    if policy.root is not None:
-        keys.load_root(policy.root)  # fail the build now, not every update later
-        shutil.copyfile(policy.root, trust_root)
-        trust_root.chmod(0o644)
-
-
 def finalize(defn: ImageDefinition, tree: Path, work: Path) -> Finalized:
-    install_agent(tree)
-    bake_update_trust(defn, tree)
     packages = installed_packages(tree)
     _remove_leftovers(tree)
     _stamp_os_release(defn, tree)
@@ -219,3 +131,7 @@ def finalize(defn: ImageDefinition, tree: Path, work: Path) -> Finalized:
     seed = work / "var"
     _split_var(tree, seed)
     return Finalized(kernel, initrd, kernel_version, seed, packages)
+
+
+def step(ctx: BuildContext) -> None:
+    ctx.finalized = finalize(ctx.definition, ctx.tree, ctx.work)

@@ -1,9 +1,11 @@
-"""Build step 8: manifest.json and the slot payload's payload.json.
+"""Build step: manifest.json and the slot payload's payload.json.
 
 Nothing in them depends on the build machine or the wall clock, so two builds of the
 same definition with the same package cache and SOURCE_DATE_EPOCH write the same bytes."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import datetime
 import functools
@@ -13,8 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from composer.definition.model import ImageDefinition
 from composer.build.partitions import DiskPlan
+from composer.definition.model import ImageDefinition
+from hostd.formats.sizes import MIB
+
+if TYPE_CHECKING:
+    from composer.build.context import BuildContext
 
 MANIFEST_FORMAT = 1
 
@@ -30,7 +36,7 @@ def sha256_file(path: Path) -> str:
 def _sha256_of(path: Path, size: int, mtime_ns: int, inode: int) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
-        while chunk := handle.read(4 * 1024 * 1024):
+        while chunk := handle.read(4 * MIB):
             digest.update(chunk)
     return digest.hexdigest()
 
@@ -109,3 +115,26 @@ def payload_metadata(
 def write_json(path: Path, data: dict[str, Any]) -> Path:
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
     return path
+
+
+def step(ctx: BuildContext) -> None:
+    """payload.json for the slot payload, then manifest.json for the whole build."""
+    defn, final = ctx.definition, ctx.finalized
+    files = {"root": ctx.root_image, "kernel": ctx.kernel, "initrd": ctx.initrd}
+    payload = payload_metadata(defn, final.kernel_version, files)
+    write_json(ctx.payload_json, payload)
+    data = build_manifest(
+        defn,
+        definition_sha256=ctx.definition_sha256,
+        epoch=ctx.epoch,
+        plan=ctx.disk,
+        filesystems=[
+            FilesystemImage("esp", "vfat", ctx.esp_image),
+            FilesystemImage("root-a", "erofs", ctx.root_image),
+            FilesystemImage("var", "ext4", ctx.var_image),
+        ],
+        kernel_version=final.kernel_version,
+        packages=final.packages,
+        payload=payload,
+    )
+    write_json(ctx.manifest, data)

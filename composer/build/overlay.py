@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from composer.definition.model import FileAttributes, ImageDefinition, Overlay
 from composer.core.paths import OVERLAYS_DIR
 from composer.core.tree import image_path, resolve_owner, write_file
+from composer.definition.model import FileAttributes, ImageDefinition, Overlay
+
+if TYPE_CHECKING:
+    from composer.build.context import BuildContext
 
 
 def _default_mode(source: Path) -> int:
@@ -58,3 +62,7 @@ def apply_overlays(defn: ImageDefinition, tree: Path, overlays_dir: Path = OVERL
     for index, overlay in enumerate(defn.overlays):
         total += apply_overlay(overlay, tree, str(defn.origin(f"overlays.{index}")), overlays_dir)
     return total
+
+
+def step(ctx: BuildContext) -> None:
+    apply_overlays(ctx.definition, ctx.tree)

@@ -9,8 +9,8 @@ import uuid
 from dataclasses import dataclass
 
 from composer.definition.model import Partitions
+from hostd.formats.sizes import MIB
 
-MIB = 1024 * 1024
 # GPT needs 34 sectors at each end; starting at 1 MiB also aligns every partition.
 HEAD = MIB
 TAIL = MIB

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 
 from composer.core.errors import KeelError
-from composer.definition.model import ImageDefinition
 from composer.core.paths import TEMPLATES_DIR
 from composer.core.tree import image_path, resolve_owner, write_file
+from composer.definition.model import ImageDefinition
+
+if TYPE_CHECKING:
+    from composer.build.context import BuildContext
 
 
 def template_context(defn: ImageDefinition) -> dict[str, Any]:
@@ -61,3 +64,7 @@ def render_templates(
         write_file(image_path(tree, template.target), text.encode(), template.mode, uid, gid)
         written.append(template.target)
     return written
+
+
+def step(ctx: BuildContext) -> None:
+    render_templates(ctx.definition, ctx.tree)

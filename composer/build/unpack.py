@@ -1,11 +1,16 @@
-"""Build step 2: unpack the cached root tarball into a fresh staging tree."""
+"""Build step: unpack the cached root tarball into a fresh staging tree."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from composer.build.bootstrap import root_tarball
 from composer.core import commands
+
+if TYPE_CHECKING:
+    from composer.build.context import BuildContext
 
 
 def unpack(tarball: Path, tree: Path) -> Path:
@@ -21,3 +26,7 @@ def unpack(tarball: Path, tree: Path) -> Path:
         ]
     )  # fmt: skip
     return tree
+
+
+def step(ctx: BuildContext) -> None:
+    unpack(root_tarball(ctx.definition), ctx.tree)

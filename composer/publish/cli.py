@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from composer.core import commands
+from composer.core.verbs import VerbGroup
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -86,7 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(verbs: Any) -> None:
+def register(verbs: VerbGroup) -> None:
     """Add keygen, publish, rotate-key and serve to keel's subcommands (argparse subparsers)."""
     keygen = verbs.add_parser("keygen", help="create update signing keys and root metadata")
     keygen.add_argument("--out", type=Path, required=True, help="folder for the keys and root.json")

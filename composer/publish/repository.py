@@ -42,6 +42,7 @@ from composer.build import bundle
 from composer.build.manifest import sha256_file
 from composer.core.errors import KeelError
 from composer.publish import keys
+from hostd.formats.sizes import MIB
 from hostd.formats.version import version_key as shared_version_key
 
 DEFAULT_EXPIRIES: dict[str, timedelta] = {
@@ -131,7 +132,7 @@ def copy_atomic(source: Path, dest: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
     try:
         with os.fdopen(fd, "wb") as out, source.open("rb") as src:
-            shutil.copyfileobj(src, out, 4 * 1024 * 1024)
+            shutil.copyfileobj(src, out, 4 * MIB)
             out.flush()
             os.fsync(out.fileno())
         os.chmod(tmp, 0o644)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from composer.core.paths import PROJECT_ROOT, SCHEMA_FILE
-from composer.definition.load import dereference
+from composer.definition.schema import dereference
 
 REFERENCE_FILE = PROJECT_ROOT / "docs" / "image-definition.md"
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from composer.core import commands
 from composer.core.errors import KeelError
 from composer.core.paths import vm_root
+from composer.core.verbs import VerbGroup
 from composer.provisioning.butane import looks_like_butane, translate_file
 from composer.vm import console, runner, ssh, state
 from composer.vm.accel import ACCELS
@@ -203,7 +204,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(subparsers: VerbGroup) -> None:
     """Add the VM verbs to the `keel` argument parser."""
     p = subparsers.add_parser("run", help="boot an image in QEMU")
     p.add_argument(

@@ -6,6 +6,7 @@ import contextlib
 import os
 import re
 import select
+import signal
 import socket
 import sys
 import termios
@@ -71,33 +72,80 @@ def _connect(path: Path) -> socket.socket:
 
 
 def attach(path: Path) -> None:
-    """Interactive console on a chardev socket; Ctrl-] detaches."""
+    """Interactive console on a chardev socket; Ctrl-] detaches.
+
+    No keystroke is lost, not even one typed before keel started: it waits in the
+    terminal's input queue and is sent once attached. So raw mode is set with TCSANOW,
+    not tty.setraw's default TCSAFLUSH, which would throw that queue away (issue 19).
+    Keys typed while the terminal was still cooked were echoed by it, and a carriage
+    return among them arrives as a newline."""
     sock = _connect(path)
-    stdin = sys.stdin.fileno()
-    is_tty = os.isatty(stdin)
-    saved = termios.tcgetattr(stdin) if is_tty else None
-    print("Connected to the serial console; press Ctrl-] to leave.", file=sys.stderr)
     try:
-        if is_tty:
-            tty.setraw(stdin)
-        readers: list[int | socket.socket] = [sock, stdin]
-        while True:
-            ready, _, _ = select.select(readers, [], [])
-            if sock in ready:
-                data = sock.recv(65536)
-                if not data:
-                    break
-                os.write(sys.stdout.fileno(), data)
-            if stdin in ready:
-                data = os.read(stdin, 1024)
-                if not data or ESCAPE in data:
-                    break
-                sock.sendall(data)
+        stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
+        saved = termios.tcgetattr(stdin) if os.isatty(stdin) else None
+        with _sigterm_unwinds():
+            try:
+                if saved is not None:
+                    tty.setraw(stdin, termios.TCSANOW)
+                # After raw mode, so nothing typed after the banner is echoed locally;
+                # raw output needs the \r.
+                banner = "Connected to the serial console; press Ctrl-] to leave."
+                end = "\r\n" if saved is not None else "\n"
+                print(banner, end=end, file=sys.stderr, flush=True)
+                _relay(sock, stdin, stdout)
+            finally:
+                if saved is not None:
+                    # The terminal may be gone (hung up): nothing left to give back.
+                    with contextlib.suppress(termios.error):
+                        termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
     finally:
-        if saved is not None:
-            termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
         sock.close()
     print("\nDetached from the console.", file=sys.stderr)
+
+
+def _relay(sock: socket.socket, stdin: int, stdout: int) -> None:
+    """Copy the socket to stdout and stdin to the socket until the socket closes, stdin
+    ends or Ctrl-] is typed. What was typed before the Ctrl-] still goes to the guest."""
+    readers: list[int | socket.socket] = [sock, stdin]
+    while True:
+        ready, _, _ = select.select(readers, [], [])
+        if sock in ready:
+            data = sock.recv(65536)
+            if not data:
+                return
+            _write_all(stdout, data)
+        if stdin in ready:
+            data = os.read(stdin, 1024)
+            typed, escape, _ = data.partition(ESCAPE)
+            if typed:
+                sock.sendall(typed)
+            if not data or escape:
+                return
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Turn SIGTERM into SystemExit while attached, so a `kill` unwinds through the code
+    that gives the terminal back instead of leaving it raw. (Signal handlers can only be
+    set in the main thread; elsewhere this does nothing.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def leave(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, leave)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 @dataclass(frozen=True)

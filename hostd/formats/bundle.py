@@ -1,5 +1,5 @@
 """Read an update bundle: a POSIX tar of bundle.json, root.erofs.zst, vmlinuz and
-initrd.img, in that order (composer/bundle.py writes it).
+initrd.img, in that order (composer/build/bundle.py writes it).
 
 The whole file is verified against the signed TUF targets metadata before this module
 sees it; what this module checks is that the content agrees with its own manifest
@@ -17,8 +17,16 @@ from pathlib import Path
 from typing import IO, Any
 
 FORMAT = 1
-MEMBERS = ("bundle.json", "root.erofs.zst", "vmlinuz", "initrd.img")
-PARTS = ("root", "kernel", "initrd")
+MANIFEST_MEMBER = "bundle.json"
+# The payload's parts in the order they follow bundle.json: role -> (member, compression).
+# The writer (composer/build/bundle.py) lays a bundle out from this table.
+PAYLOAD_MEMBERS: dict[str, tuple[str, str | None]] = {
+    "root": ("root.erofs.zst", "zstd"),
+    "kernel": ("vmlinuz", None),
+    "initrd": ("initrd.img", None),
+}
+MEMBERS = (MANIFEST_MEMBER, *(member for member, _ in PAYLOAD_MEMBERS.values()))
+PARTS = tuple(PAYLOAD_MEMBERS)
 CHUNK = 1024 * 1024
 # bundle.json is a few hundred bytes; refuse to parse something absurd.
 MAX_MANIFEST = 1024 * 1024
@@ -126,6 +134,11 @@ class Bundle:
         if stream is None:
             raise BundleError(f"{part.member} in the bundle is not a regular file")
         return stream
+
+    @property
+    def member_names(self) -> tuple[str, ...]:
+        """The tar's members in the order they are stored."""
+        return tuple(self._members)
 
     def member_size(self, part: Part) -> int:
         """Bytes the member takes in the tar (compressed size for the root)."""

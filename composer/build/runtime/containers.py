@@ -16,10 +16,14 @@ import re
 import shlex
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from composer.core.errors import KeelError
-from composer.definition.model import ContainerService, ImageDefinition
 from composer.core.paths import OVERLAYS_DIR
+from composer.definition.model import ContainerService, ImageDefinition
+
+if TYPE_CHECKING:
+    from composer.build.context import BuildContext
 
 ARCHIVE_DIR = "usr/lib/keel/containers"
 UNIT_DIR = "usr/lib/systemd/system"
@@ -128,3 +132,7 @@ def install_containers(defn: ImageDefinition, tree: Path) -> None:
         if wants.is_symlink():
             wants.unlink()
         wants.symlink_to(f"/{UNIT_DIR}/{TEMPLATE}")
+
+
+def step(ctx: BuildContext) -> None:
+    install_containers(ctx.definition, ctx.tree)

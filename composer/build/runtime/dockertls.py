@@ -15,6 +15,7 @@ import datetime
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -22,6 +23,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from composer.definition.model import ImageDefinition
+
+if TYPE_CHECKING:
+    from composer.build.context import BuildContext
 
 TLS_DIR = "etc/docker/tls"
 DROPIN = "etc/systemd/system/docker.service.d/keel-tls.conf"
@@ -141,3 +145,7 @@ def install_tls(defn: ImageDefinition, tree: Path, client_dir: Path) -> bool:
     _write(client_dir / "cert.pem", client.cert_pem(), 0o644)
     _write(client_dir / "key.pem", client.key_pem(), 0o600)
     return True
+
+
+def step(ctx: BuildContext) -> None:
+    install_tls(ctx.definition, ctx.tree, ctx.docker_tls_client_dir)

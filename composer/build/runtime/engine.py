@@ -11,8 +11,12 @@ TCP endpoint (docker.tls), which dockerd itself must listen on."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from composer.definition.model import ImageDefinition
+
+if TYPE_CHECKING:
+    from composer.build.context import BuildContext
 
 BOOT_WANTS = "etc/systemd/system/multi-user.target.wants"
 ENGINE_UNITS = ("docker.service", "containerd.service")
@@ -29,3 +33,7 @@ def start_engine_on_demand(defn: ImageDefinition, tree: Path) -> bool:
     for unit in ENGINE_UNITS:
         (tree / BOOT_WANTS / unit).unlink(missing_ok=True)
     return True
+
+
+def step(ctx: BuildContext) -> None:
+    start_engine_on_demand(ctx.definition, ctx.tree)

@@ -5,9 +5,13 @@ where hostd's provisioner finds it when no config comes through fw_cfg or the ES
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from composer.provisioning.butane import ignition_from_file
 from composer.definition.model import ImageDefinition
+from composer.provisioning.butane import ignition_from_file
+
+if TYPE_CHECKING:
+    from composer.build.context import BuildContext
 
 BAKED_CONFIG = "usr/lib/keel/provision.ign"
 
@@ -20,3 +24,7 @@ def bake_config(defn: ImageDefinition, tree: Path) -> Path | None:
     dest.write_bytes(ignition_from_file(defn.provisioning_config))
     dest.chmod(0o644)
     return dest
+
+
+def step(ctx: BuildContext) -> None:
+    bake_config(ctx.definition, ctx.tree)

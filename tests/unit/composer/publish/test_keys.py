@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from tuf.api.metadata import Metadata, Root
 
-from composer.build import finalize
+from composer.build import trust
 from composer.core.errors import KeelError
 from composer.publish import keys
 from tests.unit.conftest import Project
@@ -89,7 +89,7 @@ def test_trust_root_and_policy_are_baked(project: Project, tmp_path: Path) -> No
     created = keys.generate_keys(project.images / "keys")
     defn = project.load(_definition(project, "keys/root.json"))
     tree = tmp_path / "tree"
-    finalize.bake_update_trust(defn, tree)
+    trust.bake_update_trust(defn, tree)
     baked = tree / "usr/lib/keel/update"
     assert (baked / "root.json").read_bytes() == created.root_metadata.read_bytes()
     assert isinstance(Metadata[Root].from_file(str(baked / "root.json")).signed, Root)
@@ -109,13 +109,12 @@ def test_without_trust_root_only_policy_is_baked(
     monkeypatch.delenv("KEEL_UPDATE_ROOT", raising=False)
     defn = project.load(_definition(project, '""'))
     tree = tmp_path / "tree"
-    finalize.bake_update_trust(defn, tree)
+    trust.bake_update_trust(defn, tree)
     assert not (tree / "usr/lib/keel/update/root.json").exists()
     assert json.loads((tree / "usr/lib/keel/update/policy.json").read_text())["name"] == "demo"
 
 
 def test_invalid_trust_root_fails_the_build(project: Project, tmp_path: Path) -> None:
     (project.images / "root.json").write_text('{"signed": {}, "signatures": []}')
-    defn = project.load(_definition(project, "root.json"))
     with pytest.raises(KeelError, match="not TUF metadata"):
-        finalize.bake_update_trust(defn, tmp_path / "tree")
+        project.load(_definition(project, "root.json"))

@@ -1,0 +1,3 @@
+"""Byte units, one definition for the build side and the host."""
+
+MIB = 1024 * 1024

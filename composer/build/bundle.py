@@ -150,12 +150,6 @@ def _open_bundle(path: Path) -> Iterator[bundle_format.Bundle]:
         yield opened
 
 
-def read_bundle(path: Path) -> BundleInfo:
-    """bundle.json of the bundle at path, after checking the member layout."""
-    with _open_bundle(path) as opened:
-        return opened.info
-
-
 def _verify_part(opened: bundle_format.Bundle, part: bundle_format.Part, scratch: Path) -> None:
     """Check one member, decompressed, against bundle.json with the host's own check."""
     member = opened.open_member(part)

@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -41,8 +38,8 @@ from tuf.api.serialization.json import JSONSerializer
 from composer.build import bundle
 from composer.build.manifest import sha256_file
 from composer.core.errors import KeelError
+from composer.core.files import copy_atomically, write_atomically
 from composer.publish import keys
-from hostd.formats.sizes import MIB
 from hostd.formats.version import version_key as shared_version_key
 
 DEFAULT_EXPIRIES: dict[str, timedelta] = {
@@ -102,48 +99,6 @@ def target_custom(info: bundle.BundleInfo) -> dict[str, Any]:
     }
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def copy_atomic(source: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out, source.open("rb") as src:
-            shutil.copyfileobj(src, out, 4 * MIB)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(dest.parent)
-
-
 def find_bundle(artifact: Path) -> Path:
     """A .keelbundle file, or the one in a build output folder's bundle/."""
     if artifact.is_file():
@@ -191,8 +146,8 @@ class Repository:
     def create(self, root_metadata: Path) -> None:
         root = keys.load_root(root_metadata)
         data = root_metadata.read_bytes()
-        write_atomic(self.metadata_dir / f"{root.signed.version}.root.json", data)
-        write_atomic(self.metadata_dir / "root.json", data)
+        write_atomically(self.metadata_dir / f"{root.signed.version}.root.json", data)
+        write_atomically(self.metadata_dir / "root.json", data)
 
     def root(self) -> Metadata[Root]:
         return keys.load_root(self.metadata_dir / "root.json")
@@ -219,7 +174,7 @@ class Repository:
         data = metadata.to_bytes(JSONSerializer(compact=False))
         role = metadata.signed.type
         name = f"{metadata.signed.version}.{role}.json" if versioned else f"{role}.json"
-        write_atomic(self.metadata_dir / name, data)
+        write_atomically(self.metadata_dir / name, data)
         return data
 
     def stored_target(self, target: TargetFile) -> Path:
@@ -283,7 +238,7 @@ def _add_target(repo: Repository, targets: Targets, source: Path, info: bundle.B
     stored = repo.stored_target(target)
     # Named by content: an existing file is the same bundle, unless it was damaged.
     if not stored.exists() or sha256_file(stored) != target.hashes["sha256"]:
-        copy_atomic(source, stored)
+        copy_atomically(source, stored)
     targets.targets[target.path] = target
     return stored
 
@@ -409,7 +364,7 @@ def rotate_key(repo_dir: Path, key_dir: Path, role: str, *, now: datetime | None
         repo.write(root, versioned=False)
         _sign_top_level(repo, _load_state(repo), signers, DEFAULT_EXPIRIES, issued)
         keys.settle_rotation(key_dir, root.signed)
-        write_atomic(key_dir / keys.ROOT_METADATA, data)
+        write_atomically(key_dir / keys.ROOT_METADATA, data)
     return Rotated(
         role,
         old.public_key.keyid,

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from composer.core.files import write_atomically
 from composer.vm.vmdir import VmDir
 
 
@@ -36,16 +35,7 @@ class VmState:
 
 def save(vm: VmDir, state: VmState) -> None:
     data = json.dumps(dataclasses.asdict(state), indent=2) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=vm.path, prefix=".state.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, vm.state_file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(vm.state_file, data.encode(), mode=0o600)
 
 
 def load(vm: VmDir) -> VmState:

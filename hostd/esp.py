@@ -1,5 +1,5 @@
 """The ESP as hostd changes it: per-slot kernel and initrd, and loader entries with
-boot counters (naming in hostd/bootentry.py, shared with the composer).
+boot counters (naming in hostd/formats/bootentry.py, shared with the composer).
 
 Crash safety rests on two rules:
 - a slot's entries are removed (and the removal synced) before a byte of the slot is

@@ -21,10 +21,10 @@ host itself uses, so the build side cannot accept a bundle the host would refuse
 from __future__ import annotations
 
 import io
-import shutil
-import subprocess
 import json
 import os
+import shutil
+import subprocess
 import tarfile
 import tempfile
 from collections.abc import Iterator

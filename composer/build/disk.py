@@ -5,9 +5,8 @@ offset, so no loop device or root privilege is needed."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from composer.build.partitions import DiskPlan, sfdisk_script
 from composer.core import commands

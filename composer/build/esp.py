@@ -3,19 +3,18 @@ the initrd and a loader entry with a tries counter (naming scheme: hostd/bootent
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import shutil
 from pathlib import Path
-
-from composer.core.errors import KeelError
-from composer.definition.model import ImageDefinition
-from hostd.formats import bootentry
+from typing import TYPE_CHECKING
 
 from composer.build import capacity
 from composer.build.context import FIRST_SLOT
 from composer.build.filesystems import make_vfat, tree_size
 from composer.build.partitions import stable_uuid
+from composer.core.errors import KeelError
+from composer.definition.model import ImageDefinition
+from hostd.formats import bootentry
+
 if TYPE_CHECKING:
     from composer.build.context import BuildContext
 

@@ -6,16 +6,15 @@ UUIDs, fixed timestamps, fixed hash seeds."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import os
-from pathlib import Path
-
-from composer.core import commands
 import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from composer.build import capacity
 from composer.build.partitions import stable_uuid
+from composer.core import commands
+
 if TYPE_CHECKING:
     from composer.build.context import BuildContext
 

@@ -5,15 +5,13 @@ same definition with the same package cache and SOURCE_DATE_EPOCH write the same
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import datetime
 import functools
 import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from composer.build.partitions import DiskPlan
 from composer.definition.model import ImageDefinition

@@ -2,7 +2,7 @@
 
 Every VM gets a config that authorizes the VM's own SSH key for root, so `keel ssh`
 and the test harness can always log in. A user's Ignition JSON is merged rather than
-replaced; Butane YAML is translated to Ignition first (composer/butane.py)."""
+replaced; Butane YAML is translated to Ignition first (composer/provisioning/butane.py)."""
 
 from __future__ import annotations
 

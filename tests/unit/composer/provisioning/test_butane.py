@@ -1,4 +1,4 @@
-"""Butane -> Ignition translation (composer/butane.py)."""
+"""Butane -> Ignition translation (composer/provisioning/butane.py)."""
 
 from __future__ import annotations
 

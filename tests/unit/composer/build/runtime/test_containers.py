@@ -1,5 +1,5 @@
-"""Container units, archives and the Docker TLS endpoint (composer/containers.py,
-composer/dockertls.py, composer/provisioning.py, hostd/containers.py)."""
+"""Container units, archives and the Docker TLS endpoint (composer/build/runtime/:
+containers.py, dockertls.py, provisioning.py; and hostd/containers.py)."""
 
 from __future__ import annotations
 

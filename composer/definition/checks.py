@@ -14,15 +14,15 @@ from composer.definition.assemble import update_root
 from composer.definition.document import Document
 from composer.definition.problems import DocPath, Problem, dotted
 from composer.publish.keys import load_root
+from hostd.formats.sizes import MIB
 
-MiB = 1024**2
 _UNIT_BYTES = {
     "": 1,
     "B": 1,
     "K": 1024,
     "KiB": 1024,
-    "M": MiB,
-    "MiB": MiB,
+    "M": MIB,
+    "MiB": MIB,
     "G": 1024**3,
     "GiB": 1024**3,
     "T": 1024**4,
@@ -32,7 +32,7 @@ _SIZE_PATTERN = re.compile(r"([0-9]+) *([A-Za-z]*)")
 
 # Smaller partitions cannot hold what Keel puts there; FAT32 also needs about 64 MiB
 # of clusters before mkfs.vfat will make one.
-MINIMUM_PARTITION_SIZES = {"esp": 64 * MiB, "root": 64 * MiB, "var": 64 * MiB}
+MINIMUM_PARTITION_SIZES = {"esp": 64 * MIB, "root": 64 * MIB, "var": 64 * MIB}
 
 
 def check_resolved(
@@ -90,19 +90,19 @@ def _size_problem(path: DocPath, size: int, minimum: int) -> str | None:
     if size < minimum:
         return (
             f"field {dotted(path)!r} is {_format_size(size)}, below the minimum of "
-            f'{_format_size(minimum)}; make it at least "{minimum // MiB}MiB"'
+            f'{_format_size(minimum)}; make it at least "{minimum // MIB}MiB"'
         )
-    if size % MiB:
+    if size % MIB:
         return (
             f"field {dotted(path)!r} is {size} bytes, not a multiple of 1 MiB; "
-            f'round it to "{size // MiB}MiB" or "{size // MiB + 1}MiB"'
+            f'round it to "{size // MIB}MiB" or "{size // MIB + 1}MiB"'
         )
     return None
 
 
 def _format_size(size: int) -> str:
-    if size % MiB == 0:
-        return f"{size // MiB} MiB"
+    if size % MIB == 0:
+        return f"{size // MIB} MiB"
     return f"{size} bytes"
 
 

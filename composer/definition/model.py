@@ -1,5 +1,8 @@
 """The image definition as frozen dataclasses: built once from the validated YAML
-(see composer/definition.py) and never changed during a build."""
+(composer/definition/assemble.py) and never changed during a build.
+
+Apart from FileAttributes' "not declared", fields have no defaults: the JSON Schema's
+defaults are the only ones, filled into the document before these are built from it."""
 
 from __future__ import annotations
 
@@ -21,33 +24,36 @@ class Origin:
 
 @dataclass(frozen=True)
 class Debian:
-    suite: str = "bookworm"
-    architecture: str = "x86-64"
+    suite: str
+    architecture: str
     # Empty: mmdebstrap's default, or the build machine's configured apt sources.
-    mirror: str = ""
-    components: tuple[str, ...] = ("main",)
+    mirror: str
+    components: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class Kernel:
-    package: str = "linux-image-amd64"
-    cmdline: tuple[str, ...] = ()
+    package: str
+    cmdline: tuple[str, ...]
     # Modules put into the initrd (initramfs-tools MODULES=list).
-    initrd_modules: tuple[str, ...] = ()
+    initrd_modules: tuple[str, ...]
     # Paths under /usr/lib/modules/<version>/ removed from the image to keep it small.
-    exclude_modules: tuple[str, ...] = ()
+    exclude_modules: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class Template:
     source: str  # relative to templates/
     target: str  # absolute path in the image
-    mode: int = 0o644
-    owner: str = "root:root"
+    mode: int
+    owner: str
 
 
 @dataclass(frozen=True)
 class FileAttributes:
+    # None: not declared, so the file keeps what the copy gave it. The schema has no
+    # default here either, and the overlay step uses FileAttributes() for every file
+    # the definition does not list.
     mode: int | None = None
     owner: str | None = None
 
@@ -55,9 +61,9 @@ class FileAttributes:
 @dataclass(frozen=True)
 class Overlay:
     source: str  # a folder under overlays/
-    target: str = "/"
+    target: str
     # Per-file mode/owner, keyed by the path relative to the overlay folder.
-    files: tuple[tuple[str, FileAttributes], ...] = ()
+    files: tuple[tuple[str, FileAttributes], ...]
 
 
 @dataclass(frozen=True)
@@ -71,50 +77,50 @@ class Partitions:
 
 @dataclass(frozen=True)
 class MaintenanceWindow:
-    days: tuple[str, ...] = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-    start: str = "02:00"
-    duration: str = "2h"
+    days: tuple[str, ...]
+    start: str
+    duration: str
 
 
 @dataclass(frozen=True)
 class UpdatePolicy:
-    repository: str = ""
+    repository: str
     # The TUF root metadata baked into the image; None: no update trust root.
-    root: Path | None = None
-    check_interval: str = "6h"
-    reboot: str = "manual"  # immediate | window | manual
-    window: MaintenanceWindow = MaintenanceWindow()
+    root: Path | None
+    check_interval: str
+    reboot: str  # immediate | window | manual
+    window: MaintenanceWindow
 
 
 @dataclass(frozen=True)
 class HealthCheck:
-    command: tuple[str, ...] = ()
-    interval: str = "10s"
-    retries: int = 3
+    command: tuple[str, ...]
+    interval: str
+    retries: int
 
 
 @dataclass(frozen=True)
 class ContainerService:
     name: str
     image: str
-    command: tuple[str, ...] = ()
-    env: tuple[tuple[str, str], ...] = ()
-    ports: tuple[str, ...] = ()
-    volumes: tuple[str, ...] = ()
-    restart: str = "always"
-    healthcheck: HealthCheck = HealthCheck()
+    command: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+    ports: tuple[str, ...]
+    volumes: tuple[str, ...]
+    restart: str
+    healthcheck: HealthCheck
 
 
 @dataclass(frozen=True)
 class Containers:
-    archives: tuple[Path, ...] = ()  # absolute paths on the build machine
-    services: tuple[ContainerService, ...] = ()
+    archives: tuple[Path, ...]  # absolute paths on the build machine
+    services: tuple[ContainerService, ...]
 
 
 @dataclass(frozen=True)
 class DockerEndpoints:
-    tls: bool = False
-    tls_port: int = 2376
+    tls: bool
+    tls_port: int
 
 
 @dataclass(frozen=True)
@@ -130,15 +136,15 @@ class ImageDefinition:
     overlays: tuple[Overlay, ...]
     partitions: Partitions
     source: Path  # the file that was loaded
-    update: UpdatePolicy = UpdatePolicy()
-    containers: Containers = Containers()
-    docker: DockerEndpoints = DockerEndpoints()
+    update: UpdatePolicy
+    containers: Containers
+    docker: DockerEndpoints
     # A baked first-boot provisioning config (Ignition JSON or Butane YAML), or None.
-    provisioning_config: Path | None = None
+    provisioning_config: Path | None
     # The merged document (after extends), as plain data; hashed into the manifest.
-    resolved: dict[str, Any] = field(compare=False, repr=False, default_factory=dict)
+    resolved: dict[str, Any] = field(compare=False, repr=False)
     # Where each field was written: dotted path ("partitions.root") -> Origin.
-    origins: dict[str, Origin] = field(compare=False, repr=False, default_factory=dict)
+    origins: dict[str, Origin] = field(compare=False, repr=False)
 
     def origin(self, path: str) -> Origin:
         """The most specific place a field (or its nearest parent) was written."""

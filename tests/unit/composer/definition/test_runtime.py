@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from composer.core.errors import KeelError
+from composer.publish import keys
 from tests.unit.conftest import Project
 
 
@@ -24,8 +25,7 @@ def test_defaults_leave_updates_manual_and_no_containers(
 def test_files_are_relative_to_the_definition_that_names_them(
     project: Project, minimal: Callable[[str], str]
 ) -> None:
-    (project.images / "keys").mkdir()
-    (project.images / "keys/root.json").write_text("{}")
+    keys.generate_keys(project.images / "keys")  # a root that is not real is refused
     (project.images / "web.tar").write_bytes(b"")
     defn = project.load(
         minimal("""

@@ -104,9 +104,13 @@ def test_console_on_a_terminal_reaches_login_and_ctrl_bracket_leaves(
         stdin=terminal, stdout=terminal, stderr=terminal,
     )  # fmt: skip
     try:
-        assert b"Ctrl-]" in read_until(controller, b"Ctrl-]", 30)
+        # Enter at once, not after the banner: keel console loses no key typed before it
+        # attached (issue 19), so how fast it starts does not matter. (Typed while the
+        # terminal is still cooked, the guest's getty gets it as a newline: Enter all the
+        # same; an empty login makes it print its prompt again.)
         os.write(controller, b"\r")
-        output = read_until(controller, b"login:", 120)
+        output = read_until(controller, b"login:", 150)
+        assert b"Ctrl-]" in output, output.decode(errors="replace")
         assert b"login:" in output, output.decode(errors="replace")
         # The terminal is raw while attached: no local echo, Ctrl-] reaches keel.
         assert not termios.tcgetattr(terminal)[3] & termios.ECHO

@@ -7,6 +7,7 @@ import contextlib
 import os
 import pty
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -61,7 +62,10 @@ class FakeConsole:
                     watched: list[int] = [conn.fileno(), self._controller]
                     r, _, _ = select.select(watched, [], [], 0.2)
                     if conn.fileno() in r:
-                        data = conn.recv(4096)
+                        try:
+                            data = conn.recv(4096)
+                        except ConnectionResetError:  # it left with output unread
+                            break
                         if not data:
                             break
                         with self._arrived:
@@ -185,6 +189,15 @@ def test_console_forwards_what_precedes_ctrl_bracket(fake_console: FakeConsole) 
         assert termios.tcgetattr(term.terminal) == term.before
 
 
+def test_console_gives_the_terminal_back_when_killed(fake_console: FakeConsole) -> None:
+    with keel_console(fake_console.path) as term:
+        assert b"Ctrl-]" in term.read_until(b"Ctrl-]", 10)
+        assert not termios.tcgetattr(term.terminal)[3] & termios.ECHO
+        term.process.terminate()
+        assert term.process.wait(timeout=10) == 128 + signal.SIGTERM
+        assert termios.tcgetattr(term.terminal) == term.before
+
+
 def test_console_gives_the_terminal_back_when_it_fails(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -201,7 +214,12 @@ def test_console_gives_the_terminal_back_when_it_fails(
     lflags_while_attached: list[int] = []
 
     def guest_answers() -> None:
-        guest.recv(16)  # keel forwarded a key, so it is attached and the terminal raw
+        guest.settimeout(10)
+        try:
+            guest.recv(16)  # keel forwarded a key, so it is attached and the terminal raw
+        except TimeoutError:
+            guest.shutdown(socket.SHUT_RDWR)  # the key was lost: hang up, end attach()
+            return
         lflags_while_attached.append(termios.tcgetattr(terminal)[3])
         guest.sendall(b"login: ")
 

@@ -15,6 +15,7 @@ from typing import Any
 # The same path as hostd.api.SOCKET, not imported from there: that would load the
 # updater and python-tuf, and keelctl should start fast on a slow machine.
 SOCKET = Path("/run/keel/hostd.sock")
+OS_RELEASE = Path("/usr/lib/os-release")
 
 
 class ApiError(Exception):
@@ -61,6 +62,8 @@ def _when(at: float | None) -> str:
 
 
 def show_status(status: dict[str, Any]) -> str:
+    from hostd.state import Phase  # here: only `status` needs it, and keelctl starts fast
+
     booted, other = status["booted"], status["other"]
     lines = [
         f"image:    {status['image']} ({status['architecture']})",
@@ -71,7 +74,7 @@ def show_status(status: dict[str, Any]) -> str:
     if other.get("failed"):
         lines.append(f"          failed: {other['failed']}")
     phase = status["phase"]
-    if phase != "idle":
+    if phase != Phase.IDLE:
         progress = status.get("progress") or {}
         done = (
             f" {progress['done'] * 100 // max(progress['total'], 1)}%"
@@ -160,8 +163,47 @@ VERBS: dict[str, Callable[[argparse.Namespace], Any]] = {
 }
 
 
+def version(os_release: Path = OS_RELEASE) -> str:
+    """The keel package's version where it is installed (a checkout, a wheel). An image
+    carries hostd as bare files, without package metadata: there the image's own
+    version stands in, since that build is what put this hostd there."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("keel")
+    except metadata.PackageNotFoundError:
+        pass
+    fields = _os_release(os_release)
+    if "IMAGE_VERSION" in fields:
+        return f"from image {fields.get('IMAGE_ID', '?')} {fields['IMAGE_VERSION']}"
+    return "(version unknown)"
+
+
+def _os_release(path: Path) -> dict[str, str]:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return {}
+    pairs = (line.partition("=") for line in lines if "=" in line)
+    return {key.strip(): value.strip().strip("\"'") for key, _, value in pairs}
+
+
+class _PrintVersion(argparse.Action):
+    """--version, looked up only when asked: metadata lookups cost keelctl's startup."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(
+            option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0, **kwargs
+        )
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        print(f"keelctl {version()}")
+        parser.exit()
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="keelctl", description="Keel host: updates and rollback")
+    top.add_argument("--version", action=_PrintVersion, help="print keelctl's version and exit")
     verbs = top.add_subparsers(dest="verb", required=True)
     for name, text in (
         ("status", "booted and other slot, update state, last result, policy"),

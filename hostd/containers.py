@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hostd.formats.sizes import MIB
+
 ARCHIVES = Path("/usr/lib/keel/containers")
 LOADED = Path("/var/lib/keel/containers-loaded")
 
@@ -17,7 +19,7 @@ LOADED = Path("/var/lib/keel/containers-loaded")
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
+        for block in iter(lambda: handle.read(MIB), b""):
             digest.update(block)
     return digest.hexdigest()
 

@@ -10,11 +10,8 @@ FAT has no atomic rename in the POSIX sense, but a rename is one directory updat
 and systemd-boot ignores files that do not end in .conf, so a cut mid-way leaves
 either the old name or the new one.
 
-A rename on FAT is durable only once the file itself is synced again: Linux's vfat
-writes the new directory entry with size 0 and no first cluster, and fills both in
-when it writes the inode back, up to a minute later. Syncing only the folder (as on
-ext4) left a 0-byte keel-1.0.0-a.conf after a power cut, and a machine with no
-bootable entry. So every rename here goes through _rename_durably()."""
+A rename on FAT is durable only once the renamed file itself is synced again, so
+every write and rename here goes through hostd/files.py, which does that."""
 
 from __future__ import annotations
 
@@ -25,10 +22,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from hostd.files import fsync_dir, rename_durably, replacing, write_atomically
 from hostd.formats import bootentry
 from hostd.formats.bundle import Part, check_digest
 from hostd.formats.version import version_key
-from hostd.state import fsync_dir
 
 ESP = Path("/efi")
 EFIVARS = Path("/sys/firmware/efi/efivars")
@@ -72,18 +69,6 @@ def parse_entry(filename: str) -> Entry | None:
         int(left) if left is not None else None,
         int(done) if done is not None else None,
     )
-
-
-def _rename_durably(source: Path, dest: Path) -> None:
-    """Rename on the ESP and sync the renamed file (its size and first cluster live in
-    the new directory entry, written with the inode) and then the folder."""
-    os.replace(source, dest)
-    fd = os.open(dest, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    fsync_dir(dest.parent)
 
 
 class EspTree:
@@ -131,50 +116,34 @@ class EspTree:
 
     def install_boot_file(self, rel: str, stream: Iterable[bytes], part: Part) -> None:
         """Write kernel or initrd under a temporary name, verify, sync, rename."""
-        dest = self.root / rel.lstrip("/")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        temporary = dest.with_name(f"{dest.name}.new")
         digest = hashlib.sha256()
         length = 0
-        with temporary.open("wb") as handle:
+        with replacing(self.root / rel.lstrip("/")) as handle:
             for block in stream:
                 handle.write(block)
                 digest.update(block)
                 length += len(block)
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
+            # Inside the block: a wrong digest removes the new file, the old one stays.
             check_digest(part, length, digest.hexdigest())
-        except Exception:
-            temporary.unlink(missing_ok=True)
-            raise
-        _rename_durably(temporary, dest)
 
     def write_entry(self, entry: bootentry.BootEntry, tries: int = bootentry.DEFAULT_TRIES) -> str:
         """Install a loader entry with a fresh tries counter, atomically."""
-        self.entries_dir.mkdir(parents=True, exist_ok=True)
         name = bootentry.entry_filename(entry.version, entry.slot, tries)
-        # Not *.conf while it is being written: systemd-boot only reads *.conf.
-        temporary = self.entries_dir / f".{name}.tmp"
-        with temporary.open("w") as handle:
-            handle.write(entry.render())
-            handle.flush()
-            os.fsync(handle.fileno())
-        _rename_durably(temporary, self.entries_dir / name)
+        write_atomically(self.entries_dir / name, entry.render().encode())
         return name
 
     def mark_bad(self, entry: Entry) -> str:
         """Rename to +0-DONE: systemd-boot sorts it last and boots another entry."""
         name = f"keel-{entry.version}-{entry.slot}+0-{entry.done or 0}.conf"
         if name != entry.filename:
-            _rename_durably(self.entries_dir / entry.filename, self.entries_dir / name)
+            rename_durably(self.entries_dir / entry.filename, self.entries_dir / name)
         return name
 
     def bless(self, entry: Entry) -> str:
         """Drop the counter: the entry has booted well and is tried no more."""
         name = bootentry.entry_filename(entry.version, entry.slot, tries=None)
         if name != entry.filename:
-            _rename_durably(self.entries_dir / entry.filename, self.entries_dir / name)
+            rename_durably(self.entries_dir / entry.filename, self.entries_dir / name)
         return name
 
     def counted_boot_entry(self, efivars: Path = EFIVARS) -> Entry | None:

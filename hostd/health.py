@@ -34,7 +34,8 @@ from typing import Any
 
 from hostd import slots
 from hostd.esp import EspTree, read_efi_string
-from hostd.state import STATE_DIR, write_atomically
+from hostd.files import write_atomically
+from hostd.state import STATE_DIR
 
 log = logging.getLogger("keel.health")
 

@@ -13,14 +13,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from hostd.formats import duration
+
 IMAGE_POLICY = Path("/usr/lib/keel/update/policy.json")
 HOST_POLICY = Path("/etc/keel/update.json")
 REBOOT_STRATEGIES = ("immediate", "window", "manual")
 # check_interval: no scheduled checks; only `keelctl check` and `keelctl update` look.
 NEVER = "never"
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_DURATION = re.compile(r"^([0-9]+)(s|min|h|d)$")
-_UNIT_SECONDS = {"s": 1, "min": 60, "h": 3600, "d": 86400}
 
 
 class PolicyError(Exception):
@@ -28,11 +28,12 @@ class PolicyError(Exception):
 
 
 def parse_duration(text: str) -> int:
-    """Seconds in a span written as in image definitions: 30s, 10min, 6h, 1d."""
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise PolicyError(f"{text!r} is not a duration such as 30s, 10min, 6h or 1d")
-    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    """Seconds in a span written as in image definitions (hostd/formats/duration.py)."""
+    try:
+        number, unit = duration.split_duration(text)
+    except duration.DurationError as error:
+        raise PolicyError(str(error)) from None
+    return number * duration.UNIT_SECONDS[unit]
 
 
 @dataclass(frozen=True)

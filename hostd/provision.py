@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from hostd.files import write_atomically
 from hostd.ignition.apply import apply_config
 from hostd.ignition.config import Config, ConfigError, parse_config
 
@@ -50,16 +50,7 @@ def find_config(root: Path) -> tuple[str, bytes] | None:
 
 
 def write_state(root: Path, state: dict[str, Any]) -> None:
-    """Atomically: write a temporary file, fsync, rename."""
-    path = root / STATE_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    with partial.open("w") as handle:
-        json.dump(state, handle, indent=2)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    partial.rename(path)
+    write_atomically(root / STATE_FILE, (json.dumps(state, indent=2) + "\n").encode())
 
 
 def _activate(config: Config) -> None:

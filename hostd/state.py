@@ -1,9 +1,9 @@
 """The update state machine, persisted on var so it survives reboots and power loss.
 
-One JSON file, replaced atomically (temporary file, fsync, rename, fsync of the
-folder): after a power cut it holds either the old or the new state, never half of
-one. Every transition is logged to the journal and appended to history.jsonl, which
-`keelctl history` shows.
+One JSON file, replaced atomically (hostd/files.py: temporary file, fsync, rename,
+fsync of the folder): after a power cut it holds either the old or the new state,
+never half of one. Every transition is logged to the journal and appended to
+history.jsonl, which `keelctl history` shows.
 
 Phases and what a power cut in each leaves behind:
   idle          nothing in flight
@@ -24,24 +24,42 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from hostd.files import write_atomically
 
 log = logging.getLogger("keel.hostd")
 
 STATE_DIR = Path("/var/lib/keel/update")
 
-PHASES = ("idle", "downloading", "writing-slot", "installing", "installed", "trial")
+
+class Phase(StrEnum):
+    """The values are what state.json and history.jsonl hold: renaming one would strand
+    hosts whose state file has the old word."""
+
+    IDLE = "idle"
+    DOWNLOADING = "downloading"
+    WRITING_SLOT = "writing-slot"
+    INSTALLING = "installing"
+    INSTALLED = "installed"
+    TRIAL = "trial"
+
+
 # Which phase may follow which. Every in-flight phase may fall back to idle (refused,
 # failed, interrupted); a new update may replace an installed-but-not-booted one.
-TRANSITIONS: dict[str, tuple[str, ...]] = {
-    "idle": ("idle", "downloading", "writing-slot"),
-    "downloading": ("idle", "writing-slot"),
-    "writing-slot": ("idle", "installing"),
-    "installing": ("idle", "installed"),
-    "installed": ("idle", "trial", "downloading", "writing-slot"),
-    "trial": ("idle",),
+TRANSITIONS: dict[Phase, frozenset[Phase]] = {
+    Phase.IDLE: frozenset({Phase.IDLE, Phase.DOWNLOADING, Phase.WRITING_SLOT}),
+    Phase.DOWNLOADING: frozenset({Phase.IDLE, Phase.WRITING_SLOT}),
+    Phase.WRITING_SLOT: frozenset({Phase.IDLE, Phase.INSTALLING}),
+    Phase.INSTALLING: frozenset({Phase.IDLE, Phase.INSTALLED}),
+    Phase.INSTALLED: frozenset({Phase.IDLE, Phase.TRIAL, Phase.DOWNLOADING, Phase.WRITING_SLOT}),
+    Phase.TRIAL: frozenset({Phase.IDLE}),
 }
+# Phases an update only passes through while hostd works on it: found after a boot,
+# they mean it was cut short.
+IN_FLIGHT = frozenset({Phase.DOWNLOADING, Phase.WRITING_SLOT, Phase.INSTALLING})
 
 
 class TransitionError(Exception):
@@ -60,7 +78,7 @@ class Result:
 
 @dataclass(frozen=True)
 class UpdateState:
-    phase: str = "idle"
+    phase: Phase = Phase.IDLE
     # The version being installed (or installed and waiting for its boot) and its slot.
     target_version: str = ""
     target_slot: str = ""
@@ -78,7 +96,7 @@ class UpdateState:
     def from_json(cls, data: dict[str, Any]) -> UpdateState:
         last = data.get("last_result")
         return cls(
-            phase=data.get("phase", "idle"),
+            phase=Phase(data.get("phase", Phase.IDLE)),
             target_version=data.get("target_version", ""),
             target_slot=data.get("target_slot", ""),
             from_version=data.get("from_version", ""),
@@ -86,26 +104,6 @@ class UpdateState:
             last_result=Result(**last) if last else None,
             failed_versions=dict(data.get("failed_versions", {})),
         )
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace path with data so that a power cut leaves the old or the new content."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class StateStore:
@@ -130,7 +128,7 @@ class StateStore:
     def save(self, state: UpdateState) -> None:
         write_atomically(self.path, json.dumps(state.to_json(), indent=2).encode() + b"\n")
 
-    def transition(self, state: UpdateState, phase: str, **changes: Any) -> UpdateState:
+    def transition(self, state: UpdateState, phase: Phase, **changes: Any) -> UpdateState:
         """Move to phase (checked against TRANSITIONS), persist, log, record history."""
         if phase not in TRANSITIONS.get(state.phase, ()):
             raise TransitionError(f"update state cannot go from {state.phase} to {phase}")
@@ -157,7 +155,7 @@ class StateStore:
         self.record(result, {"version": version, "reason": reason})
         return self.transition(
             state,
-            "idle",
+            Phase.IDLE,
             target_version="",
             target_slot="",
             progress={},

@@ -10,7 +10,6 @@ The repository is plain files: http(s):// through ngclient's own fetcher, or fil
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +20,12 @@ from tuf.api import exceptions
 from tuf.api.metadata import Metadata, TargetFile, Targets
 from tuf.ngclient import FetcherInterface, Updater, Urllib3Fetcher
 
-from hostd.state import fsync_dir
+from hostd.files import replacing
+from hostd.formats.sizes import MIB
 
 TRUST_ROOT = Path("/usr/lib/keel/update/root.json")
 CACHE_DIR = Path("/var/lib/keel/update/tuf")
-CHUNK = 1024 * 1024
+CHUNK = MIB
 
 
 class RepositoryRefused(Exception):
@@ -158,12 +158,10 @@ class Repository:
     def download(
         self, candidate: Candidate, dest: Path, progress: Callable[[int], None] = lambda _: None
     ) -> Path:
-        """Fetch a bundle to dest (via dest.partial) and verify it against the metadata."""
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        partial = dest.with_name(dest.name + ".partial")
+        """Fetch a bundle to dest (via a temporary file) and verify it against the metadata."""
         received = 0
         try:
-            with partial.open("wb") as handle:
+            with replacing(dest) as handle:
                 for block in self.fetcher.fetch(self._target_url(candidate.target)):
                     received += len(block)
                     if received > candidate.length:
@@ -174,16 +172,10 @@ class Repository:
                     handle.write(block)
                     progress(received)
                 handle.flush()
-                os.fsync(handle.fileno())
-            verify_file(candidate.target, partial)
+                # Inside the block: a bundle that fails verification never becomes dest.
+                verify_file(candidate.target, Path(handle.name))
         except exceptions.DownloadError as error:
-            partial.unlink(missing_ok=True)
             raise RepositoryRefused(_explain(error)) from None
-        except RepositoryRefused:
-            partial.unlink(missing_ok=True)
-            raise
-        os.replace(partial, dest)
-        fsync_dir(dest.parent)
         return dest
 
     def match_file(self, path: Path, name: str, architecture: str) -> Candidate:

@@ -29,16 +29,18 @@ from hostd import slots
 from hostd.esp import Entry, EspTree
 from hostd.formats import bootentry
 from hostd.formats.bundle import Bundle, BundleError, chunks
+from hostd.formats.sizes import MIB
 from hostd.formats.version import is_newer, version_key
 from hostd.policy import Policy, PolicyError, load_policy
-from hostd.state import STATE_DIR, Result, StateStore, UpdateState
+from hostd.state import IN_FLIGHT, STATE_DIR, Phase, Result, StateStore, UpdateState
 from hostd.tufclient import CACHE_DIR, TRUST_ROOT, Candidate, Repository, RepositoryRefused
 
 log = logging.getLogger("keel.hostd")
 
 HEALTH_RECORD = "health.json"
-ESP_MARGIN = 1024 * 1024
-IN_FLIGHT = ("downloading", "writing-slot", "installing")
+ESP_MARGIN = MIB
+# Progress is persisted now and then, not on every block.
+PROGRESS_STEP = 32 * MIB
 # Words of a bundle's command line that name a slot: the entry writes its own.
 SLOT_WORDS = ("root=", "keel.slot=")
 
@@ -77,6 +79,22 @@ def clean_cmdline(cmdline: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(word for word in cmdline if not word.startswith(SLOT_WORDS))
 
 
+class Progress:
+    """The progress callback of a download or a slot write; holds the state it last
+    persisted, which the next step goes on from."""
+
+    def __init__(self, store: StateStore, state: UpdateState, total: int) -> None:
+        self.store = store
+        self.state = state
+        self.total = total
+        self.persisted = 0
+
+    def __call__(self, done: int) -> None:
+        if done - self.persisted >= PROGRESS_STEP or done == self.total:
+            self.persisted = done
+            self.state = self.store.update(self.state, progress={"total": self.total, "done": done})
+
+
 class Updater:
     def __init__(self, paths: HostPaths | None = None) -> None:
         self.paths = paths or HostPaths()
@@ -94,7 +112,9 @@ class Updater:
         """Image name and architecture updates must have (policy may not say)."""
         return policy.name or self.release.name, policy.architecture or self.release.architecture
 
-    def _check_bundle(self, bundle: Bundle, candidate: Candidate, slot: str) -> None:
+    def _check_bundle(
+        self, state: UpdateState, bundle: Bundle, candidate: Candidate, slot: str
+    ) -> None:
         """Everything that makes a verified bundle wrong for this host, as refusals."""
         info = bundle.info
         name, architecture = self._image(self.policy())
@@ -108,7 +128,7 @@ class Updater:
                 f"the bundle says version {info.version} but the signed metadata "
                 f"says {candidate.version}"
             )
-        self._check_version(info.version)
+        self._check_version(state, info.version)
         device = slots.slot_device(slot, self.paths.partlabels)
         capacity = slots.device_size(device)
         if info.root.size > capacity:
@@ -125,8 +145,7 @@ class Updater:
         if needed > self.esp.free_bytes() + reclaimable:
             raise Refused(f"the ESP has no room for the kernel and initrd ({needed} bytes)")
 
-    def _check_version(self, version: str) -> None:
-        state = self.store.load()
+    def _check_version(self, state: UpdateState, version: str) -> None:
         if version in state.failed_versions:
             raise Refused(
                 f"{version} failed on this host before ({state.failed_versions[version]}); "
@@ -142,9 +161,9 @@ class Updater:
         policy = self.policy()
         return Repository(url or policy.repository, self.paths.trust_root, self.paths.tuf_cache)
 
-    def _best(self, repo: Repository) -> Candidate | None:
+    def _best(self, state: UpdateState, repo: Repository) -> Candidate | None:
         name, architecture = self._image(self.policy())
-        failed = self.store.load().failed_versions
+        failed = state.failed_versions
         newer = [
             c
             for c in repo.candidates(name, architecture)
@@ -160,7 +179,7 @@ class Updater:
         """Ask the repository for a newer version; install nothing."""
         with self.lock:
             try:
-                best = self._best(self._repository())
+                best = self._best(self.store.load(), self._repository())
             except RepositoryRefused as error:
                 self._refuse("", str(error))
                 raise Refused(str(error)) from None
@@ -176,127 +195,125 @@ class Updater:
     ) -> dict[str, Any]:
         """Install the newest version (or the given bundle) into the inactive slot."""
         with self.lock:
-            self.reconcile()
-            state = self.store.load()
+            state = self.reconcile()
             try:
                 repo = self._repository(metadata)
                 if bundle is not None:
                     name, architecture = self._image(self.policy())
                     candidate = repo.match_file(bundle, name, architecture)
-                    self._check_version(candidate.version)
+                    self._check_version(state, candidate.version)
                 else:
-                    found = self._best(repo)
+                    found = self._best(state, repo)
                     if found is None:
                         return {"result": "up-to-date", "version": self.release.version}
                     candidate = found
             except (RepositoryRefused, Refused) as error:
                 self._refuse("", str(error))
                 raise Refused(str(error)) from None
-            if state.phase == "installed" and state.target_version == candidate.version:
+            if state.phase == Phase.INSTALLED and state.target_version == candidate.version:
                 return self._maybe_reboot(reboot, "already installed", candidate.version)
             target_slot = slots.other_slot(self.paths.booted_slot())
             if bundle is None:
-                bundle = self._download(repo, candidate, target_slot)
+                state, bundle = self._download(state, repo, candidate, target_slot)
                 downloaded = True
             else:
                 downloaded = False
             try:
-                self._apply(bundle, candidate, target_slot)
+                self._apply(state, bundle, candidate, target_slot)
             finally:
                 if downloaded:
                     bundle.unlink(missing_ok=True)
             return self._maybe_reboot(reboot, "installed", candidate.version)
 
-    def _download(self, repo: Repository, candidate: Candidate, slot: str) -> Path:
+    def _download(
+        self, state: UpdateState, repo: Repository, candidate: Candidate, slot: str
+    ) -> tuple[UpdateState, Path]:
         state = self.store.transition(
-            self.store.load(),
-            "downloading",
+            state,
+            Phase.DOWNLOADING,
             target_version=candidate.version,
             target_slot=slot,
             from_version=self.release.version,
             progress={"total": candidate.length, "done": 0},
         )
-        progress = self._progress_writer(candidate.length)
+        progress = Progress(self.store, state, candidate.length)
         dest = self.paths.state_dir / Path(candidate.path).name
         try:
-            return repo.download(candidate, dest, progress)
+            path = repo.download(candidate, dest, progress)
         except RepositoryRefused as error:
-            self.store.finish(self.store.load(), "refused", candidate.version, str(error))
+            self.store.finish(progress.state, "refused", candidate.version, str(error))
             raise Refused(str(error)) from None
         except OSError as error:
-            self.store.finish(state, "failed", candidate.version, f"download failed: {error}")
-            raise Refused(f"download failed: {error}") from None
+            reason = f"download failed: {error}"
+            self.store.finish(progress.state, "failed", candidate.version, reason)
+            raise Refused(reason) from None
+        return progress.state, path
 
-    def _progress_writer(self, total: int) -> Callable[[int], None]:
-        """Persist progress now and then (every 32 MiB), not on every block."""
-        step = 32 * 1024 * 1024
-        mark = [0]
-
-        def report(done: int) -> None:
-            if done - mark[0] >= step or done == total:
-                mark[0] = done
-                self.store.update(self.store.load(), progress={"total": total, "done": done})
-
-        return report
-
-    def _apply(self, path: Path, candidate: Candidate, slot: str) -> None:
-        state = self.store.load()
+    def _apply(self, state: UpdateState, path: Path, candidate: Candidate, slot: str) -> None:
+        """Check the bundle against this host, write it into slot, then make slot bootable."""
         version = candidate.version
         try:
             with Bundle(path) as bundle:
-                self._check_bundle(bundle, candidate, slot)
-                info = bundle.info
+                self._check_bundle(state, bundle, candidate, slot)
                 # Last line of defence: whatever happened above, the booted slot is not
                 # written (booted_slot() checks the command line and the / device).
                 if slot == self.paths.booted_slot():
                     raise Refused(f"slot {slot} is the booted slot; refusing to write it")
-                if state.phase != "downloading":
-                    state = self.store.transition(
-                        state,
-                        "writing-slot",
-                        target_version=version,
-                        target_slot=slot,
-                        from_version=self.release.version,
-                    )
-                else:
-                    state = self.store.transition(state, "writing-slot")
-                removed = self.esp.remove_slot_entries(slot)
-                if removed:
-                    log.info("slot %s unhooked before writing: removed %s", slot, removed)
-                self.esp.remove_slot_boot_files(slot)
-                device = slots.slot_device(slot, self.paths.partlabels)
-                slots.write_compressed(
-                    device,
-                    chunks(bundle.open_member(info.root)),
-                    info.root,
-                    self._progress_writer(info.root.size),
-                )
-                on_disk = slots.read_back_sha256(device, info.root.size)
-                if on_disk != info.root.sha256:
-                    raise slots.SlotError(
-                        f"slot {slot} reads back sha256 {on_disk}, not {info.root.sha256}"
-                    )
-                state = self.store.transition(self.store.load(), "installing")
-                self.esp.install_boot_file(
-                    bootentry.kernel_path(slot), chunks(bundle.open_member(info.kernel)),
-                    info.kernel,
-                )  # fmt: skip
-                self.esp.install_boot_file(
-                    bootentry.initrd_path(slot), chunks(bundle.open_member(info.initrd)),
-                    info.initrd,
-                )  # fmt: skip
-                entry = bootentry.BootEntry(info.name, version, slot, clean_cmdline(info.cmdline))
-                name = self.esp.write_entry(entry)
-                log.info("installed %s into slot %s, loader entry %s", version, slot, name)
-                self.store.transition(state, "installed", progress={})
-                self.store.record("installed", {"version": version, "slot": slot})
+                state = self._write_slot(state, bundle, version, slot)
+                self._install_boot_files(state, bundle, version, slot)
         except (Refused, BundleError) as error:
             self._refuse(version, str(error))
             raise Refused(str(error)) from None
         except (slots.SlotError, OSError) as error:
             reason = f"writing slot {slot} failed: {error}"
+            # From disk: the step that failed may have persisted a newer state.
             self.store.finish(self.store.load(), "failed", version, reason)
             raise Refused(reason) from None
+
+    def _write_slot(
+        self, state: UpdateState, bundle: Bundle, version: str, slot: str
+    ) -> UpdateState:
+        """Unhook slot, stream the root image into it, and read it back from the disk."""
+        if state.phase == Phase.DOWNLOADING:
+            state = self.store.transition(state, Phase.WRITING_SLOT)
+        else:  # a local bundle: nothing has named the target yet
+            state = self.store.transition(
+                state,
+                Phase.WRITING_SLOT,
+                target_version=version,
+                target_slot=slot,
+                from_version=self.release.version,
+            )
+        removed = self.esp.remove_slot_entries(slot)
+        if removed:
+            log.info("slot %s unhooked before writing: removed %s", slot, removed)
+        self.esp.remove_slot_boot_files(slot)
+        root = bundle.info.root
+        device = slots.slot_device(slot, self.paths.partlabels)
+        progress = Progress(self.store, state, root.size)
+        slots.write_compressed(device, chunks(bundle.open_member(root)), root, progress)
+        on_disk = slots.read_back_sha256(device, root.size)
+        if on_disk != root.sha256:
+            raise slots.SlotError(f"slot {slot} reads back sha256 {on_disk}, not {root.sha256}")
+        return progress.state
+
+    def _install_boot_files(
+        self, state: UpdateState, bundle: Bundle, version: str, slot: str
+    ) -> None:
+        """Kernel and initrd onto the ESP, then, last, the loader entry that boots them."""
+        state = self.store.transition(state, Phase.INSTALLING)
+        info = bundle.info
+        self.esp.install_boot_file(
+            bootentry.kernel_path(slot), chunks(bundle.open_member(info.kernel)), info.kernel
+        )
+        self.esp.install_boot_file(
+            bootentry.initrd_path(slot), chunks(bundle.open_member(info.initrd)), info.initrd
+        )
+        entry = bootentry.BootEntry(info.name, version, slot, clean_cmdline(info.cmdline))
+        name = self.esp.write_entry(entry)
+        log.info("installed %s into slot %s, loader entry %s", version, slot, name)
+        self.store.transition(state, Phase.INSTALLED, progress={})
+        self.store.record("installed", {"version": version, "slot": slot})
 
     def _refuse(self, version: str, reason: str) -> None:
         """Record a refusal; an update already installed and waiting stays installed."""
@@ -318,7 +335,7 @@ class Updater:
         """The agent's timer: reboot into an installed update when the policy allows."""
         with self.lock:
             state = self.store.load()
-            if state.phase == "installed" and self.policy().may_reboot(datetime.now()):
+            if state.phase == Phase.INSTALLED and self.policy().may_reboot(datetime.now()):
                 self.paths.reboot()
                 return True
             return False
@@ -326,14 +343,13 @@ class Updater:
     def rollback(self, reboot: bool = True) -> dict[str, Any]:
         """Boot the other slot's version next; the data on var is not touched."""
         with self.lock:
-            self.reconcile()
+            state = self.reconcile()
             booted = self.paths.booted_slot()
             other = slots.other_slot(booted)
             entry = self.esp.slot_entry(other)
-            state = self.store.load()
             if state.phase in IN_FLIGHT:
                 raise Refused(f"an update is in progress ({state.phase}); try again after it")
-            if state.phase == "installed":
+            if state.phase == Phase.INSTALLED:
                 raise Refused(
                     f"slot {other} holds {state.target_version}, installed and not booted yet; "
                     "reboot to try it, or wait for the policy to reboot"
@@ -386,7 +402,7 @@ class Updater:
                     "the update can be retried"
                 )
                 return self.store.finish(state, "interrupted", state.target_version, reason)
-            if state.phase not in ("installed", "trial"):
+            if state.phase not in (Phase.INSTALLED, Phase.TRIAL):
                 return state
             booted = self.paths.booted_slot()
             entry = self.esp.slot_entry(state.target_slot)
@@ -397,8 +413,8 @@ class Updater:
                         f"booted {state.target_version} from slot {booted} and passed the "
                         "health gate",
                     )  # fmt: skip
-                if state.phase == "installed":
-                    return self.store.transition(state, "trial")
+                if state.phase == Phase.INSTALLED:
+                    return self.store.transition(state, Phase.TRIAL)
                 return state
             if entry is None or entry.version != state.target_version or entry.state == "bad":
                 reason = self._failure_reason(state.target_version)

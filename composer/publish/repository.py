@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -40,6 +39,7 @@ from composer.build.manifest import sha256_file
 from composer.core.errors import KeelError
 from composer.core.files import copy_atomically, write_atomically
 from composer.publish import keys
+from hostd.formats.duration import DurationError, parse_signed_duration
 from hostd.formats.version import version_key as shared_version_key
 
 DEFAULT_EXPIRIES: dict[str, timedelta] = {
@@ -49,18 +49,16 @@ DEFAULT_EXPIRIES: dict[str, timedelta] = {
     "timestamp": timedelta(days=1),
 }
 
-_DURATION = re.compile(r"^(-?\d+)([smhdw])$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
 
 def parse_duration(text: str) -> timedelta:
     """'90d', '12h', '0s', '-1h': zero or negative make metadata that is already expired."""
-    match = _DURATION.match(text.strip())
-    if not match:
+    try:
+        return parse_signed_duration(text)
+    except DurationError:
         raise KeelError(
-            f"not a duration: {text!r}", hint="write a whole number and one of s, m, h, d, w"
-        )
-    return timedelta(seconds=int(match[1]) * _UNIT_SECONDS[match[2]])
+            f"not a duration: {text!r}",
+            hint="write a whole number and one of s, min (or m), h, d, w; a minus for the past",
+        ) from None
 
 
 def parse_expiry(text: str) -> tuple[str, timedelta]:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from hostd.formats.sizes import MIB
+
 FORMAT = 1
 MANIFEST_MEMBER = "bundle.json"
 # The payload's parts in the order they follow bundle.json: role -> (member, compression).
@@ -27,9 +29,9 @@ PAYLOAD_MEMBERS: dict[str, tuple[str, str | None]] = {
 }
 MEMBERS = (MANIFEST_MEMBER, *(member for member, _ in PAYLOAD_MEMBERS.values()))
 PARTS = tuple(PAYLOAD_MEMBERS)
-CHUNK = 1024 * 1024
+CHUNK = MIB
 # bundle.json is a few hundred bytes; refuse to parse something absurd.
-MAX_MANIFEST = 1024 * 1024
+MAX_MANIFEST = MIB
 
 
 class BundleError(Exception):

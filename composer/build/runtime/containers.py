@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from composer.core.errors import KeelError
 from composer.core.paths import OVERLAYS_DIR
 from composer.definition.model import ContainerService, ImageDefinition
+from hostd.formats.duration import UNIT_SECONDS, split_duration
 
 if TYPE_CHECKING:
     from composer.build.context import BuildContext
@@ -48,10 +49,12 @@ def _systemd_quote(word: str) -> str:
 
 
 def go_duration(duration: str) -> str:
-    """A definition duration (10s, 5min, 2h, 1d) the way docker's flags take it."""
-    number, unit = re.fullmatch(r"([0-9]+)(s|min|h|d)", duration).groups()  # type: ignore[union-attr]
-    return {"s": f"{number}s", "min": f"{number}m", "h": f"{number}h",
-            "d": f"{int(number) * 24}h"}[unit]  # fmt: skip
+    """A definition duration (10s, 5min, 2h, 1d) the way docker's flags take it: Go's
+    durations stop at hours, so days and weeks become hours."""
+    number, unit = split_duration(duration)
+    if unit in ("d", "w"):
+        return f"{number * UNIT_SECONDS[unit] // UNIT_SECONDS['h']}h"
+    return f"{number}{'m' if unit == 'min' else unit}"
 
 
 def docker_run_argv(service: ContainerService) -> list[str]:

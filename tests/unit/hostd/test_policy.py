@@ -43,6 +43,13 @@ def test_window_only_on_its_days() -> None:
     assert not window.contains(datetime(2024, 1, 8, 4, 0))  # closed at 04:00
 
 
+def test_policy_durations_are_the_project_grammar() -> None:
+    assert Policy(check_interval="1w").check_seconds() == 7 * 86400
+    window = Window(days=("Sat",), start="23:00", duration="90m")
+    assert window.contains(SAT_2330)
+    assert not window.contains(SUN_0130)
+
+
 @pytest.mark.parametrize(("reboot", "inside", "expected"), [
     ("immediate", False, True), ("manual", True, False),
     ("window", True, True), ("window", False, False),

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from hostd.state import StateStore, TransitionError, UpdateState
+from hostd.state import (
+    IN_FLIGHT,
+    TRANSITIONS,
+    Phase,
+    Result,
+    StateStore,
+    TransitionError,
+    UpdateState,
+)
 
 
 def test_a_fresh_host_is_idle(tmp_path: Path) -> None:
@@ -75,3 +83,79 @@ def test_keelctl_and_hostd_agree_on_the_socket() -> None:
     from hostd import api, cli
 
     assert cli.SOCKET == api.SOCKET
+
+
+# What state.json held before phases were an enum, byte for byte: hosts keep their
+# state file across updates, in both directions.
+STATE_FILE = """\
+{
+  "phase": "writing-slot",
+  "target_version": "2.0.0",
+  "target_slot": "b",
+  "from_version": "1.0.0",
+  "progress": {
+    "total": 10,
+    "done": 5
+  },
+  "last_result": {
+    "result": "refused",
+    "version": "1.5.0",
+    "reason": "why",
+    "at": 1.5
+  },
+  "failed_versions": {
+    "1.5.0": "health"
+  }
+}
+"""
+
+
+def test_the_state_file_keeps_its_bytes(tmp_path: Path) -> None:
+    state = UpdateState(
+        phase=Phase.WRITING_SLOT,
+        target_version="2.0.0",
+        target_slot="b",
+        from_version="1.0.0",
+        progress={"total": 10, "done": 5},
+        last_result=Result("refused", "1.5.0", "why", 1.5),
+        failed_versions={"1.5.0": "health"},
+    )
+    StateStore(tmp_path).save(state)
+    assert (tmp_path / "state.json").read_text() == STATE_FILE
+    (tmp_path / "state.json").write_text(STATE_FILE)
+    assert StateStore(tmp_path).load() == state
+
+
+def test_a_loaded_phase_is_the_enum() -> None:
+    assert UpdateState.from_json({"phase": "installed"}).phase is Phase.INSTALLED
+    assert UpdateState.from_json({}).phase is Phase.IDLE
+
+
+def test_a_phase_this_hostd_does_not_know_starts_over(tmp_path: Path) -> None:
+    (tmp_path / "state.json").write_text(json.dumps({"phase": "verifying"}))
+    assert StateStore(tmp_path).load() == UpdateState()
+
+
+def test_history_records_the_phase_words(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.transition(store.load(), Phase.WRITING_SLOT, target_version="2.0.0")
+    line = json.loads(store.history_path.read_text())
+    assert (line["from"], line["to"]) == ("idle", "writing-slot")
+
+
+def test_every_phase_has_its_transitions_and_in_flight_ones_can_fall_back() -> None:
+    assert set(TRANSITIONS) == set(Phase)
+    for phase in IN_FLIGHT:
+        assert Phase.IDLE in TRANSITIONS[phase]
+    assert TRANSITIONS[Phase.TRIAL] == {Phase.IDLE}
+
+
+@pytest.mark.parametrize("start", list(Phase))
+def test_transitions_follow_the_table(tmp_path: Path, start: Phase) -> None:
+    store = StateStore(tmp_path)
+    for phase in Phase:
+        if phase in TRANSITIONS[start]:
+            assert store.transition(UpdateState(phase=start), phase).phase is phase
+        else:
+            with pytest.raises(TransitionError):
+                store.transition(UpdateState(phase=start), phase)

@@ -60,7 +60,10 @@ def test_dropin_quotes_for_systemd() -> None:
     assert '"GREETING=hello world"' in text
 
 
-@pytest.mark.parametrize(("given", "docker"), [("10s", "10s"), ("5min", "5m"), ("1d", "24h")])
+@pytest.mark.parametrize(
+    ("given", "docker"),
+    [("10s", "10s"), ("5min", "5m"), ("1d", "24h"), ("5m", "5m"), ("2h", "2h"), ("1w", "168h")],
+)
 def test_durations_become_go_durations(given: str, docker: str) -> None:
     assert go_duration(given) == docker
 

@@ -21,12 +21,6 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test,dev]'
-	@# The Docker CLI (remote client for the tests over ssh://). Bookworm ships it only
-	@# inside docker.io, whose install would also set up and start an engine here, so
-	@# only the client binary is taken out of that Debian package.
-	@test -x $(VENV)/bin/docker || { tmp=$$(mktemp -d) && (cd $$tmp && apt-get download -qq docker.io) \
-		&& dpkg-deb --fsys-tarfile $$tmp/docker.io_*.deb | tar -xO ./usr/bin/docker > $(VENV)/bin/docker \
-		&& chmod 755 $(VENV)/bin/docker; status=$$?; rm -rf $$tmp; exit $$status; }
 	touch $(STAMP)
 
 # The whole suite: unit tests, then real builds and QEMU boots.

@@ -33,6 +33,9 @@ from composer.vm.accel import choose_accel
 BENCH = PROJECT_ROOT / "build/bench"
 IMAGES = BENCH / "images"  # rebuilt on every run
 IMAGE = IMAGES / "docker-host"
+# The same image on Debian 12, the other supported suite, measured beside the default.
+BOOKWORM_DEFINITION = BENCH / "docker-host-bookworm.yaml"
+BOOKWORM_IMAGE = IMAGES / "docker-host-bookworm"
 RESULTS = BENCH / "results.json"
 HISTORY = BENCH / "history"
 
@@ -43,7 +46,19 @@ SCRIPTS: tuple[tuple[str, str, list[str]], ...] = (
     ("runtime", "bench/runtime.py", ["--idle-image", str(IMAGE), "--build-dir", str(IMAGES)]),
     ("bundle", "bench/update_size.py", ["--build-dir", str(IMAGE)]),
     ("update", "bench/update.py", []),
-)
+    ("bookworm build", "bench/build.py",
+     ["--warm-runs", "0", "--definition", str(BOOKWORM_DEFINITION), "--out", str(BOOKWORM_IMAGE)]),
+    ("bookworm boot", "bench/boot.py", ["--boots", "3", "--image", str(BOOKWORM_IMAGE)]),
+)  # fmt: skip
+
+
+def write_bookworm_definition() -> None:
+    BOOKWORM_DEFINITION.parent.mkdir(parents=True, exist_ok=True)
+    BOOKWORM_DEFINITION.write_text(
+        "# Written by bench/run.py: docker-host on Debian 12, measured beside the default.\n"
+        f"extends: {PROJECT_ROOT / 'images/docker-host.yaml'}\n"
+        "debian:\n  suite: bookworm\n"
+    )
 
 
 def machine() -> dict[str, Any]:
@@ -113,6 +128,12 @@ HEADLINES: tuple[tuple[str, str, Callable[[dict[str, Any]], str]], ...] = (
      lambda f: f"{f['downtime_reboot_to_ssh_seconds']} s  (shutdown "
                f"{f.get('downtime_shutdown_seconds')} s, then boot to SSH "
                f"{f.get('downtime_boot_seconds')} s; now {f['booted_version_after']})"),
+    ("bookworm: cold build", "bookworm build", lambda f: f"{f['cold_build_s']} s"),
+    ("bookworm: root image (erofs), initrd", "bookworm build",
+     lambda f: f"{f['root_image_mib']} MiB, {f['initrd_mib']} MiB"),
+    ("bookworm: update bundle", "bookworm build", lambda f: f"{f['bundle_mib']} MiB"),
+    ("bookworm: keel run to SSH ready (median)", "bookworm boot",
+     lambda f: f"{f['median_ssh_ready_seconds']} s  {f['ssh_ready_seconds']}"),
 )  # fmt: skip
 
 
@@ -149,6 +170,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     shutil.rmtree(IMAGES, ignore_errors=True)
+    write_bookworm_definition()
     results: dict[str, Any] = {"machine": machine(), "figures": {}}
     started = time.monotonic()
     for group, script, arguments in SCRIPTS:

@@ -2,17 +2,20 @@
 
 hostd runs on the image's own Python from /usr/lib/keel/python: the hostd package of
 this checkout plus its pinned dependencies (hostd/requirements.txt), downloaded once
-per requirements content as wheels for the guest's Python into the package cache."""
+per requirements content and guest Python version into the package cache."""
 
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from composer.core import commands
+from composer.core.errors import KeelError
 from composer.core.paths import PROJECT_ROOT, cache_root
 
 if TYPE_CHECKING:
@@ -29,14 +32,27 @@ PYTHONPATH=/usr/lib/keel/python PYTHONDONTWRITEBYTECODE=1 exec /usr/bin/python3 
 AGENT_REQUIREMENTS = PROJECT_ROOT / "hostd" / "requirements.txt"
 
 
-def _agent_dependencies() -> Path:
+def guest_python_version(tree: Path) -> str:
+    """The image's python3 as MAJOR.MINOR, read from the /usr/bin/python3 link."""
+    link = tree / "usr/bin/python3"
+    target = os.readlink(link) if link.is_symlink() else ""
+    match = re.fullmatch(r"(?:.*/)?python(3\.[0-9]+)", target)
+    if match is None:
+        raise KeelError(
+            "the image has no /usr/bin/python3 -> python3.N link, which hostd runs on",
+            hint="keep python3 in the definition's packages",
+        )
+    return match[1]
+
+
+def _agent_dependencies(python_version: str) -> Path:
     """hostd's pinned dependencies (python-tuf and what it needs), installed once per
-    requirements.txt content into the cache for the guest's Python (3.11, x86-64)."""
+    requirements.txt content and guest Python version into the cache."""
     digest = hashlib.sha256(AGENT_REQUIREMENTS.read_bytes()).hexdigest()[:16]
-    cached = cache_root() / "agent" / digest
+    cached = cache_root() / "agent" / f"{digest}-py{python_version}"
     if cached.is_dir():
         return cached
-    partial = cached.with_name(f"{digest}.partial")
+    partial = cached.with_name(f"{cached.name}.partial")
     if partial.exists():
         shutil.rmtree(partial)
     partial.parent.mkdir(parents=True, exist_ok=True)
@@ -44,7 +60,7 @@ def _agent_dependencies() -> Path:
         [
             sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
             "--target", partial, "--only-binary=:all:", "--no-compile",
-            "--python-version", "3.11", "--implementation", "cp",
+            "--python-version", python_version, "--implementation", "cp",
             "--platform", "manylinux2014_x86_64", "-r", AGENT_REQUIREMENTS,
         ],
         hint="hostd/requirements.txt pins hostd's dependencies; pip must reach the package index",
@@ -59,7 +75,8 @@ def _agent_dependencies() -> Path:
 
 def install_agent(tree: Path) -> None:
     """Copy the hostd package and its vendored dependencies into the image."""
-    shutil.copytree(_agent_dependencies(), tree / AGENT_DIR, dirs_exist_ok=True)
+    dependencies = _agent_dependencies(guest_python_version(tree))
+    shutil.copytree(dependencies, tree / AGENT_DIR, dirs_exist_ok=True)
     dest = tree / AGENT_DIR / "hostd"
     if dest.exists():
         shutil.rmtree(dest)

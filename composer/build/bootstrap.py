@@ -23,6 +23,7 @@ from composer.core.errors import KeelError
 from composer.core.paths import OVERLAYS_DIR, cache_root
 from composer.core.progress import Progress
 from composer.definition.model import ImageDefinition
+from composer.definition.suites import package_source, packages_to_install
 
 if TYPE_CHECKING:
     from composer.build.context import BuildContext
@@ -37,9 +38,19 @@ DPKG_PATH_EXCLUDES = (
     "/usr/share/info/*",
     "/usr/share/locale/*",
     "/usr/share/lintian/*",
+    # AppArmor profiles of desktop and developer applications: trixie's apparmor ships
+    # about a hundred, and compiling them took apparmor.service 10 s of every boot
+    # under emulation. Containers get the profile dockerd loads itself.
+    "/etc/apparmor.d/*",
 )
-# Licences stay, as Debian asks.
-DPKG_PATH_INCLUDES = ("/usr/share/doc/*/copyright",)
+DPKG_PATH_INCLUDES = (
+    # Licences stay, as Debian asks.
+    "/usr/share/doc/*/copyright",
+    # What dockerd's own profile includes.
+    "/etc/apparmor.d/abi/*",
+    "/etc/apparmor.d/abstractions/*",
+    "/etc/apparmor.d/tunables/*",
+)
 
 # The initramfs-tools configuration, hooks and boot scripts: copied in before the
 # kernel is installed so the only initrd ever generated is the small one.
@@ -73,7 +84,7 @@ def cache_key(defn: ImageDefinition) -> str:
         "mirror": defn.debian.mirror,
         "components": list(defn.debian.components),
         "kernel": defn.kernel.package,
-        "packages": sorted(set(defn.packages)),
+        "packages": sorted(_packages(defn)),
         "exclude_modules": sorted(defn.kernel.exclude_modules),
         "dpkg_excludes": DPKG_PATH_EXCLUDES,
         "dpkg_includes": DPKG_PATH_INCLUDES,
@@ -104,8 +115,12 @@ def _prune_modules_hook(defn: ImageDefinition) -> str:
     )
 
 
+def _packages(defn: ImageDefinition) -> tuple[str, ...]:
+    return packages_to_install(defn.debian.suite, defn.packages)
+
+
 def mmdebstrap_command(defn: ImageDefinition, initramfs_dir: Path, output: Path) -> list[str]:
-    packages = [defn.kernel.package, *defn.packages]
+    packages = [defn.kernel.package, *_packages(defn)]
     cmd = [
         "mmdebstrap",
         "--mode=root",
@@ -138,10 +153,13 @@ def _explain_missing_packages(defn: ImageDefinition, error: KeelError) -> KeelEr
     if not missing:
         return error
     lines = []
+    suite = defn.debian.suite
     for name in dict.fromkeys(missing):
-        if name in defn.packages:
-            where = defn.origin(f"packages.{defn.packages.index(name)}")
-            lines.append(f"{where}: package '{name}' is not in Debian {defn.debian.suite}")
+        named = package_source(suite, name)
+        if named in defn.packages:
+            where = defn.origin(f"packages.{defn.packages.index(named)}")
+            part = f" (part of '{named}' in {suite})" if named != name else ""
+            lines.append(f"{where}: package '{name}'{part} is not in Debian {suite}")
         elif name == defn.kernel.package:
             lines.append(f"{defn.origin('kernel.package')}: kernel package '{name}' not found")
         else:

@@ -1,4 +1,4 @@
-"""The build verbs of `keel`: build, schema, doctor."""
+"""The build verbs of `keel`: build, doctor, docker-cli, schema."""
 
 from __future__ import annotations
 
@@ -66,6 +66,13 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_docker_cli(args: argparse.Namespace) -> int:
+    from composer.tools.dockercli import docker_client
+
+    print(docker_client(args.definition))
+    return 0
+
+
 def register(verbs: VerbGroup) -> None:
     build = verbs.add_parser("build", help="build a disk image from an image definition")
     build.add_argument(
@@ -82,6 +89,18 @@ def register(verbs: VerbGroup) -> None:
 
     check = verbs.add_parser("doctor", help="list missing host tools and their Debian packages")
     check.set_defaults(func=cmd_doctor)
+
+    client = verbs.add_parser(
+        "docker-cli", help="print the path of the image's own docker command, for ssh://"
+    )
+    client.add_argument(
+        "definition",
+        nargs="?",
+        type=Path,
+        default=DEFAULT_IMAGE,
+        help="image definition (YAML), built before; default: images/docker-host.yaml",
+    )
+    client.set_defaults(func=cmd_docker_cli)
 
     schema = verbs.add_parser("schema", help="print the image definition JSON Schema")
     schema.set_defaults(func=cmd_schema)

@@ -123,10 +123,24 @@ def _split_var(tree: Path, seed: Path) -> None:
         (tree / mount_point).mkdir(exist_ok=True)
 
 
-def finalize(defn: ImageDefinition, tree: Path, work: Path) -> Finalized:
+def _stamp_updated(tree: Path, epoch: int) -> None:
+    """/etc and /var are as up to date as /usr: without the stamps systemd-update-done
+    writes, the first boot runs ldconfig, the journal catalog update and sysusers
+    (ConditionNeedsUpdate=), seconds under emulation, to redo what the packages'
+    scripts did at build time. A later version's newer /usr still triggers them once."""
+    text = (
+        "# Keel: the image's /usr and this folder match (systemd-update-done(8)).\n"
+        f"TIMESTAMP_NSEC={epoch * 1_000_000_000}\n"
+    )
+    for folder in ("etc", "var"):
+        (tree / folder / ".updated").write_text(text)
+
+
+def finalize(defn: ImageDefinition, tree: Path, work: Path, epoch: int) -> Finalized:
     packages = installed_packages(tree)
     _remove_leftovers(tree)
     _stamp_os_release(defn, tree)
+    _stamp_updated(tree, epoch)
     kernel, initrd, kernel_version = _take_kernel(tree, work / "boot")
     seed = work / "var"
     _split_var(tree, seed)
@@ -134,4 +148,4 @@ def finalize(defn: ImageDefinition, tree: Path, work: Path) -> Finalized:
 
 
 def step(ctx: BuildContext) -> None:
-    ctx.finalized = finalize(ctx.definition, ctx.tree, ctx.work)
+    ctx.finalized = finalize(ctx.definition, ctx.tree, ctx.work, ctx.epoch)

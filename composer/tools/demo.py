@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from composer.core.paths import DEFAULT_IMAGE, PROJECT_ROOT, vm_root
+from composer.tools.dockercli import docker_client
 from composer.vm.vmdir import vm_dir
 
 VM_NAME = "keel-demo"
@@ -126,9 +127,6 @@ def update_to_next_version() -> None:
 
 def main() -> int:
     os.chdir(PROJECT_ROOT)
-    if shutil.which("docker") is None:
-        print("the Docker CLI is missing: run `make setup`", file=sys.stderr)
-        return 1
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
     step("1. Make update signing keys, build the default image (docker-host) trusting them")
     keys = DEMO_DIR / "keys"
@@ -143,14 +141,16 @@ def main() -> int:
     sh([*KEEL, "run", "--detach", "--name", VM_NAME])
 
     step("3. Run a container in it with the Docker CLI over SSH")
+    # The client of the image's own docker-cli package (`keel docker-cli`).
+    docker = str(docker_client(DEFAULT_IMAGE))
     with tempfile.TemporaryDirectory(prefix="keel-demo-") as scratch:
         env = docker_over_ssh_env(Path(scratch))
         host = f"ssh://{VM_NAME}"
         rootfs = busybox_rootfs_tar(Path(scratch) / "busybox-rootfs.tar")
-        sh(["docker", "-H", host, "import", str(rootfs), DEMO_IMAGE], env=env)
-        sh(["docker", "-H", host, "run", "--rm", DEMO_IMAGE, "/bin/echo",
+        sh([docker, "-H", host, "import", str(rootfs), DEMO_IMAGE], env=env)
+        sh([docker, "-H", host, "run", "--rm", DEMO_IMAGE, "/bin/echo",
             "hello from a container on Keel"], env=env)  # fmt: skip
-        sh(["docker", "-H", host, "ps", "--all"], env=env)
+        sh([docker, "-H", host, "ps", "--all"], env=env)
 
     step("4. The host agent's view")
     sh([*KEEL, "ssh", VM_NAME, "--", "keelctl", "status"])
@@ -162,7 +162,7 @@ def main() -> int:
     print(f"  serial:      .venv/bin/keel console {VM_NAME}")
     ssh_config = vm_dir(vm_root(), VM_NAME).ssh_config.absolute()
     print(f"  docker:      put `Include {ssh_config}` at the top of ~/.ssh/config,")
-    print(f"               then: docker -H ssh://{VM_NAME} ps")
+    print(f"               then: $(keel docker-cli) -H ssh://{VM_NAME} ps")
     print(f"  stop:        .venv/bin/keel stop {VM_NAME} && .venv/bin/keel rm {VM_NAME}")
     return 0
 

@@ -120,6 +120,37 @@ def test_systemd_reached_multi_user(keel_host: Any) -> None:
     assert keel_host.check_output("systemctl is-active multi-user.target") == "active"
 
 
+def test_default_image_is_debian_13_with_a_current_engine(keel_host: Any) -> None:
+    assert keel_host.file("/etc/debian_version").content_string.startswith("13.")
+    assert keel_host.package("docker.io").version.startswith("26.")
+    # The CLI (with `docker system dial-stdio` for ssh:// clients) is on the host.
+    assert keel_host.check_output("docker --version").startswith("Docker version 26.")
+
+
+def test_first_boot_keeps_the_enablement_the_image_was_built_with(keel_host: Any) -> None:
+    keel_host.run("systemctl is-system-running --wait")
+    # systemd 257 applies presets on a first boot; Keel's preset keeps the engine on
+    # socket activation and leaves out units Keel replaces or does not want.
+    assert keel_host.check_output("systemctl is-enabled docker.socket") == "enabled"
+    for unit in ("docker.service", "containerd.service", "ssh.socket", "sshd-keygen.service",
+                 "systemd-networkd-wait-online.service"):  # fmt: skip
+        assert keel_host.run(f"systemctl is-enabled {unit}").stdout.strip() == "disabled", unit
+    # /etc and /var carry the build's update stamps: no first-boot ldconfig and friends.
+    for unit in ("ldconfig.service", "systemd-journal-catalog-update.service"):
+        assert keel_host.check_output(f"systemctl show -P ConditionResult {unit}") == "no", unit
+
+
+def test_python_bytecode_is_precompiled_and_never_rechecked(keel_host: Any) -> None:
+    # The flags word of a .pyc: 1 is hash-based and never checked against its source.
+    program = (
+        "import importlib.util, json, sys, hostd.provision; "
+        "print(*[open(importlib.util.cache_from_source(sys.modules[m].__file__), 'rb')"
+        ".read(8)[4] for m in ('json', 'hostd.provision')])"
+    )
+    out = keel_host.check_output("PYTHONPATH=/usr/lib/keel/python python3 -c %s", program)
+    assert out.split() == ["1", "1"]
+
+
 def test_booted_entry_carries_tries_counter(keel_host: Any) -> None:
     variable = f"{EFIVARS}/LoaderBootCountPath-{LOADER_GUID}"
     assert keel_host.file(variable).exists, "systemd-boot did not count this boot"

@@ -15,7 +15,6 @@ import json
 import os
 import secrets
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -27,10 +26,12 @@ import pytest
 
 from composer.core.paths import PROJECT_ROOT, vm_root
 from composer.testing import KeelVM
+from composer.tools.dockercli import docker_client as image_docker_client
 from composer.vm import runner, ssh
 from composer.vm.console import DebugShell
 from composer.vm.keys import ensure_key
 from composer.vm.vmdir import vm_dir
+from tests.integration.dockerssh import docker_over_ssh
 from tests.integration.images.busybox_archive import DEFAULT_TAG, make_busybox_archive
 
 pytestmark = pytest.mark.integration
@@ -75,14 +76,6 @@ BAD_CONFIG = {"ignition": {"version": "3.4.0"}, "storage": {"disks": [{"device":
 
 # Facts gathered on rt-a, compared with rt-b.
 identity_a: dict[str, str] = {}
-
-
-def docker_client() -> str:
-    venv = PROJECT_ROOT / ".venv/bin/docker"
-    found = str(venv) if venv.exists() else shutil.which("docker")
-    if found is None:
-        pytest.skip("no docker CLI on this machine (make setup installs it)")
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -200,25 +193,10 @@ def test_preloaded_image_runs_without_network(vm_a: KeelVM) -> None:
 
 
 def test_docker_cli_here_drives_the_guest_over_ssh(vm_a: KeelVM, tmp_path: Path) -> None:
-    # Docker's ssh helper runs `ssh ... docker system dial-stdio` on the host. OpenSSH
-    # reads ~/.ssh/config from the passwd entry, not $HOME, so the test puts an `ssh`
-    # on PATH that adds its own config (port, VM key, no known_hosts).
-    config = tmp_path / "ssh_config"
-    config.write_text(
-        f"Host 127.0.0.1\n  Port {vm_a.ssh_port}\n  IdentityFile {vm_a.key}\n"
-        "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n"
-    )
-    wrapper = tmp_path / "bin/ssh"
-    wrapper.parent.mkdir()
-    wrapper.write_text(f'#!/bin/sh\nexec {shutil.which("ssh")} -F {config} "$@"\n')
-    wrapper.chmod(0o755)
-    env = {**os.environ, "PATH": f"{wrapper.parent}:{os.environ['PATH']}"}
-    env.pop("DOCKER_HOST", None)
     started = time.monotonic()
-    result = subprocess.run(
-        [docker_client(), "-H", f"ssh://root@127.0.0.1:{vm_a.ssh_port}", "run", "--rm",
-         DEFAULT_TAG, "echo", "hello over ssh"],
-        env=env, capture_output=True, text=True, timeout=300,
+    result = docker_over_ssh(
+        image_docker_client(DEFINITION), vm_a, tmp_path,
+        "run", "--rm", DEFAULT_TAG, "echo", "hello over ssh",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "hello over ssh"

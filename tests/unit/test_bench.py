@@ -63,6 +63,10 @@ def complete_results() -> dict[str, Any]:
                     "container_start": {"container_running_seconds": 82.0}},
         "update": {"update_seconds": 23.0, "phases": {}, "booted_version_after": "2.0.0",
                    "downtime_reboot_to_ssh_seconds": 31.5},
+        "bookworm build": {"cold_build_s": 90.0, "root_image_mib": 277.0, "initrd_mib": 6.9,
+                           "qcow2_mib": 237.0, "bundle_mib": 213.0},
+        "bookworm boot": {"median_ssh_ready_seconds": 23.0, "ssh_ready_seconds": [23.0],
+                          "median_systemd_analyze": {"kernel": 2.0}},
     }  # fmt: skip
 
 
@@ -73,6 +77,8 @@ def test_headline_table_has_every_figure_the_issue_names() -> None:
     assert rows["update bundle"] == "213.0 MiB"
     assert rows["idle RAM, MemTotal - MemAvailable"] == "first boot 146 MB"
     assert rows["update downtime: reboot to SSH in new version"].startswith("31.5 s")
+    assert rows["bookworm: root image (erofs), initrd"] == "277.0 MiB, 6.9 MiB"
+    assert rows["bookworm: keel run to SSH ready (median)"].startswith("23.0 s")
     assert not any(value in ("not measured",) or "FAILED" in value for value in rows.values())
 
 

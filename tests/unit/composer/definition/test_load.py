@@ -18,7 +18,7 @@ def test_minimal_definition_gets_every_default(ws: Workspace) -> None:
     defn = ws.load("base.yaml")
     assert defn.name == "base"
     assert defn.version == "1.0"
-    assert defn.debian.suite == "bookworm"
+    assert defn.debian.suite == "trixie"
     assert defn.debian.architecture == "x86-64"
     assert defn.debian.mirror == ""
     assert defn.debian.components == ("main",)
@@ -27,7 +27,7 @@ def test_minimal_definition_gets_every_default(ws: Workspace) -> None:
     assert defn.source == Path("images/base.yaml")
     # The resolved document spells out the defaults, so it describes the whole build.
     assert defn.resolved["debian"] == {
-        "suite": "bookworm",
+        "suite": "trixie",
         "architecture": "x86-64",
         "mirror": "",
         "components": ["main"],
@@ -98,7 +98,7 @@ def test_digest_ignores_formatting_but_not_content(ws: Workspace) -> None:
         partitions: {var: 1024MiB, root: 512M, esp: 134217728}
         version: '1.0'
         name: base
-        debian: {suite: bookworm}
+        debian: {suite: trixie}
         """,
     )
     ws.image("c.yaml", MINIMAL.replace('"1.0"', '"1.1"'))

@@ -1,0 +1,25 @@
+"""The suites table and the schema agree, and split packages expand."""
+
+import json
+
+from composer.core.paths import SCHEMA_FILE
+from composer.definition.suites import DEFAULT_SUITE, SUITES, package_source, packages_to_install
+
+
+def test_schema_lists_exactly_the_known_suites_with_the_same_default() -> None:
+    suite = json.loads(SCHEMA_FILE.read_text())["properties"]["debian"]["properties"]["suite"]
+    assert sorted(suite["enum"]) == sorted(SUITES)
+    assert suite["default"] == DEFAULT_SUITE
+
+
+def test_split_package_expands_in_place_once() -> None:
+    listed = ("openssh-server", "docker.io", "docker-cli", "iptables")
+    assert packages_to_install("trixie", listed) == (
+        "openssh-server",
+        "docker.io",
+        "docker-cli",
+        "iptables",
+    )
+    assert packages_to_install("bookworm", ("docker.io",)) == ("docker.io",)
+    assert package_source("trixie", "docker-cli") == "docker.io"
+    assert package_source("trixie", "iptables") == "iptables"

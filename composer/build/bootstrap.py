@@ -104,14 +104,42 @@ def _write_initramfs_tree(defn: ImageDefinition, dest: Path) -> None:
         target.chmod(0o755 if source.exists() and os.access(source, os.X_OK) else 0o644)
 
 
+# Removes "$kdir$p" only if it lies inside the kernel's module folder "$base". The
+# folder holding it is resolved with every symlink, as rm would follow them; the last
+# name is not, so a symlink there is removed itself and never what it points to. The
+# definition check already refuses such paths; this holds even if one got past it,
+# since the hook runs as root on the build machine.
+_REMOVE_INSIDE_MODULE_TREE = """\
+    name=$(basename -- "$p")
+    parent=$(realpath -m -- "$kdir$(dirname -- "$p")")
+    case "$name" in
+      ''|.|..|*/*) inside=no ;;
+      *) case "$parent/" in "$base"/*) inside=yes ;; *) inside=no ;; esac ;;
+    esac
+    if [ "$inside" = yes ]; then
+      rm -rf -- "$parent/$name"
+    else
+      echo "keel: not removing kernel module path '$p': it leads out of $base" >&2
+      status=1
+    fi
+"""
+
+
 def _prune_modules_hook(defn: ImageDefinition) -> str:
-    """Shell run by mmdebstrap after install: drop unneeded kernel modules, re-index."""
+    """Shell run by mmdebstrap after install ("$1" is the new root): drop unneeded
+    kernel modules, re-index; fails if an entry would remove anything else."""
     removals = " ".join(shlex.quote(p.strip("/")) for p in defn.kernel.exclude_modules)
     return (
-        'for kdir in "$1"/usr/lib/modules/*/; do '
-        f'for p in {removals}; do rm -rf "$kdir$p"; done; '
-        'chroot "$1" depmod -a "$(basename "$kdir")"; '
-        "done"
+        "status=0\n"
+        'for kdir in "$1"/usr/lib/modules/*/; do\n'
+        '  [ -d "$kdir" ] || continue\n'
+        '  base=$(realpath -e -- "$kdir") || exit 1\n'
+        f"  for p in {removals}; do\n"
+        f"{_REMOVE_INSIDE_MODULE_TREE}"
+        "  done\n"
+        '  chroot "$1" depmod -a "$(basename "$kdir")"\n'
+        "done\n"
+        'exit "$status"\n'
     )
 
 

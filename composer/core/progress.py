@@ -1,7 +1,7 @@
 """Progress on stderr: one line when a step starts, one when it ends with its elapsed time.
 
 Steps are reported to a person on stderr; with --json the final result goes to stdout
-and stderr stays quiet apart from errors, so scripts get clean output."""
+and stderr stays quiet apart from errors and warnings, so scripts get clean output."""
 
 from __future__ import annotations
 
@@ -21,6 +21,11 @@ class Progress:
     def say(self, message: str) -> None:
         if not self.quiet:
             print(message, file=sys.stderr, flush=True)
+
+    def warn(self, where: object, message: str) -> None:
+        """A problem the build goes on despite, as "FILE:LINE: warning: ...". Shown even
+        when quiet: like an error, it asks the person to change something."""
+        print(f"{where}: warning: {message}", file=sys.stderr, flush=True)
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:

@@ -1,6 +1,6 @@
 """Checks the schema cannot express, run on the validated document with its defaults:
-partition sizes, templates and overlays that must exist, files named next to the
-definition, and the update trust root."""
+partition sizes, templates and overlays that must exist, kernel module paths the build
+removes, files named next to the definition, and the update trust root."""
 
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ def check_resolved(
         *_normalise_sizes(resolved, document),
         *_template_problems(resolved, document, templates_dir),
         *_overlay_problems(resolved, document, overlays_dir),
+        *_excluded_module_problems(resolved, document),
         *_file_problems(resolved, document),
         *_trust_root_problems(resolved, document),
     ]
@@ -207,6 +208,40 @@ def _target_problems(document: Document, path: DocPath, entry: dict[str, Any]) -
             )
         ]
     return []
+
+
+# --- kernel modules removed from the image -----------------------------------------
+
+# Each entry becomes an `rm -rf` that runs as root on the build machine, so only plain
+# names are allowed: nothing the shell would expand, no way out of the module tree.
+_MODULE_PATH_PART = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def _excluded_module_problems(resolved: dict[str, Any], document: Document) -> list[Problem]:
+    problems = []
+    for index, entry in enumerate(resolved["kernel"]["exclude_modules"]):
+        path = ("kernel", "exclude_modules", index)
+        if not is_plain_module_path(entry):
+            problems.append(Problem(document.origin(path), _module_path_message(path, entry)))
+    return problems
+
+
+def is_plain_module_path(entry: str) -> bool:
+    """A relative path of plain names under /usr/lib/modules/<version>/: no leading
+    '/', no empty, '.' or '..' parts, no character a shell would expand."""
+    parts = entry.split("/")
+    return all(
+        _MODULE_PATH_PART.fullmatch(part) is not None and part not in (".", "..") for part in parts
+    )
+
+
+def _module_path_message(path: DocPath, entry: str) -> str:
+    return (
+        f"field {dotted(path)!r} is {entry!r}; write a path inside "
+        "/usr/lib/modules/<version>/ such as 'kernel/sound': names of letters, digits, "
+        "'.', '_' and '-' joined by single '/', with no leading '/', no '.' or '..' "
+        "and no wildcards"
+    )
 
 
 # --- files named next to the definition --------------------------------------------

@@ -1,10 +1,11 @@
 """Signing keys of an update repository, and its initial TUF root metadata.
 
 One ed25519 key per top-level TUF role, each in its own PKCS#8 PEM file, so an
-operator can later move the root key offline and keep only the online keys
-(snapshot, timestamp) on the publishing machine. root.json is version 1 of the root
-metadata: images bake it as their root of trust, and `keel publish` starts a
-repository from it."""
+operator can move the root key offline and keep only the keys publishing signs with
+(targets, snapshot, timestamp) on the publishing machine: `keel publish` loads the
+root key only to renew root metadata, and `keel rotate-key` always. root.json is
+version 1 of the root metadata: images bake it as their root of trust, and `keel
+publish` starts a repository from it."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from tuf.api.serialization.json import JSONSerializer
 from composer.core.errors import KeelError
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
+# What every publish signs with; root signs only new root metadata.
+PUBLISHING_ROLES = ("targets", "snapshot", "timestamp")
 ROOT_METADATA = "root.json"
 ROOT_LIFETIME = timedelta(days=365)
 # Keys replaced by `keel rotate-key` are kept here, never deleted: metadata they signed
@@ -113,6 +116,19 @@ def load_signer(key_dir: Path, role: str, root: Root) -> CryptoSigner:
             hint="pass --keys the folder `keel keygen` wrote for this repository",
         )
     return signer
+
+
+def load_root_signer(key_dir: Path, root: Root, *, needed_for: str) -> CryptoSigner:
+    """The root signer, for the few operations that sign root metadata. The root key
+    is meant to live offline, so its absence is explained rather than just reported."""
+    path = private_key_path(key_dir, "root")
+    if not path.exists():
+        raise KeelError(
+            f"{needed_for} needs the root key, and {path} does not exist",
+            hint=f"bring the offline root key back as {path} for this command only; "
+            "publishing and re-signing do not need it",
+        )
+    return load_signer(key_dir, "root", root)
 
 
 def new_pending_signer(key_dir: Path, role: str) -> CryptoSigner:

@@ -264,6 +264,19 @@ def _sign_top_level(
     repo.write(timestamp, versioned=False)
 
 
+def _publish_signers(key_dir: Path, root: Root, *, renew_root: bool) -> dict[str, Signer]:
+    """The keys a publish signs with. Root only when root metadata is renewed, so the
+    root key can stay offline; all are loaded before anything is written."""
+    signers: dict[str, Signer] = {
+        role: keys.load_signer(key_dir, role, root) for role in keys.PUBLISHING_ROLES
+    }
+    if renew_root:
+        signers["root"] = keys.load_root_signer(
+            key_dir, root, needed_for="renewing root metadata (--expires root=...)"
+        )
+    return signers
+
+
 def publish(
     repo_dir: Path,
     artifact: Path | None,
@@ -293,11 +306,12 @@ def publish(
             repo.create(key_dir / keys.ROOT_METADATA)
         root = repo.root()
         keys.settle_rotation(key_dir, root.signed)
-        signers = {role: keys.load_signer(key_dir, role, root.signed) for role in keys.ROLES}
+        renew_root = bool(expiries and "root" in expiries)
+        signers = _publish_signers(key_dir, root.signed, renew_root=renew_root)
         state = _load_state(repo)
         if info is not None and not force:
             _check_newer(state.targets.signed, info, repo_dir)
-        if expiries and "root" in expiries:
+        if renew_root:
             _sign(root, signers["root"], issued + lifetimes["root"], first=False)
             repo.write(root, versioned=True)
             repo.write(root, versioned=False)
@@ -345,9 +359,14 @@ def rotate_key(repo_dir: Path, key_dir: Path, role: str, *, now: datetime | None
             )
         root = repo.root()
         keys.settle_rotation(key_dir, root.signed)
-        signers: dict[str, Signer] = {
-            name: keys.load_signer(key_dir, name, root.signed) for name in keys.ROLES
-        }
+        # Every rotation signs a new root version: the one command besides renewing
+        # root that needs the offline root key.
+        root_signer = keys.load_root_signer(
+            key_dir, root.signed, needed_for=f"rotating the {role} key"
+        )
+        signers: dict[str, Signer] = {"root": root_signer}
+        for name in keys.PUBLISHING_ROLES:
+            signers[name] = keys.load_signer(key_dir, name, root.signed)
         old, new = signers[role], keys.new_pending_signer(key_dir, role)
         root.signed.revoke_key(old.public_key.keyid, role)
         root.signed.add_key(new.public_key, role)

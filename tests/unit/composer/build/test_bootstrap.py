@@ -1,7 +1,14 @@
+import os
+import subprocess
 from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
 
 from composer.build import bootstrap
 from composer.core.errors import KeelError
+from composer.definition.model import ImageDefinition
 
 from tests.unit.conftest import Project
 
@@ -66,3 +73,105 @@ def test_a_missing_part_of_a_split_package_names_the_package_the_definition_list
     failure = KeelError("E: Unable to locate package docker-cli")
     explained = bootstrap._explain_missing_packages(defn, failure)
     assert "test.yaml:5: package 'docker-cli' (part of 'docker.io' in trixie)" in explained.message
+
+
+# --- the hook that removes excluded kernel modules ---------------------------------
+
+KERNEL = "6.1.0-test-amd64"
+
+
+def _module_tree(tmp_path: Path) -> tuple[Path, Path]:
+    """A new root with one kernel's modules, a fake `chroot` first on PATH (the real
+    one needs root and a root with depmod in it), and a folder next to the root that
+    a '..' entry would reach."""
+    root = tmp_path / "root"
+    modules = root / "usr/lib/modules" / KERNEL
+    for relative in ("kernel/sound/snd.ko", "kernel/drivers/gpu/drm.ko", "kernel/fs/ext4.ko"):
+        (modules / relative).parent.mkdir(parents=True, exist_ok=True)
+        (modules / relative).write_bytes(b"\x7fELF")
+    (root / "etc").mkdir()
+    (root / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\n")
+    outside = tmp_path / "home"
+    (outside / "user").mkdir(parents=True)
+    (outside / "user/notes").write_text("keep me\n")
+    (modules / "kernel/escape").symlink_to(outside)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    chroot = bin_dir / "chroot"
+    chroot.write_text(f'#!/bin/sh\necho "$*" >> {tmp_path / "chroot.log"}\n')
+    chroot.chmod(0o755)
+    return root, outside
+
+
+def _run_hook(defn: ImageDefinition, root: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    path = f"{tmp_path / 'bin'}:{os.environ['PATH']}"
+    return subprocess.run(
+        ["sh", "-c", bootstrap._prune_modules_hook(defn), "exec", str(root)],
+        env={**os.environ, "PATH": path},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def _excluding(defn: ImageDefinition, *entries: str) -> ImageDefinition:
+    """The definition with these exclude_modules, past the definition checks (which
+    refuse the malicious ones): what the hook does if validation were bypassed."""
+    return replace(defn, kernel=replace(defn.kernel, exclude_modules=entries))
+
+
+def test_module_hook_removes_the_listed_module_folders_and_reindexes(
+    project: Project, minimal: Callable[[str], str], tmp_path: Path
+) -> None:
+    root, outside = _module_tree(tmp_path)
+    defn = project.load(minimal("kernel: {exclude_modules: [kernel/sound, kernel/drivers/gpu]}\n"))
+    result = _run_hook(defn, root, tmp_path)
+    assert result.returncode == 0, result.stderr
+    modules = root / "usr/lib/modules" / KERNEL
+    assert not (modules / "kernel/sound").exists()
+    assert not (modules / "kernel/drivers/gpu").exists()
+    assert (modules / "kernel/fs/ext4.ko").is_file()
+    assert (modules / "kernel/drivers").is_dir()
+    assert (tmp_path / "chroot.log").read_text() == f"{root} depmod -a {KERNEL}\n"
+
+
+@pytest.mark.parametrize(
+    "malicious",
+    [
+        "../../../../../home",  # up from usr/lib/modules/VERSION/ to beside the root
+        "../../../../etc",  # inside the new root, but not a kernel module
+        "kernel/../../../../../../home/user",
+        "kernel/escape/user",  # through a symlink in the module tree
+        "kernel/..",
+        "..",
+    ],
+)
+def test_module_hook_never_removes_anything_outside_the_module_tree(
+    project: Project, minimal: Callable[[str], str], tmp_path: Path, malicious: str
+) -> None:
+    root, outside = _module_tree(tmp_path)
+    defn = _excluding(project.load(minimal("")), "kernel/sound", malicious, "kernel/drivers/gpu")
+    result = _run_hook(defn, root, tmp_path)
+    assert (outside / "user/notes").read_text() == "keep me\n"
+    assert (root / "etc/passwd").is_file()
+    modules = root / "usr/lib/modules" / KERNEL
+    assert (modules / "kernel/fs/ext4.ko").is_file()
+    assert (modules / "kernel/escape").is_symlink()
+    # The build fails rather than quietly skip an entry.
+    assert result.returncode != 0
+    assert f"not removing kernel module path '{malicious}'" in result.stderr
+    # The entries that are fine are still removed, and the modules still re-indexed.
+    assert not (modules / "kernel/sound").exists()
+    assert not (modules / "kernel/drivers/gpu").exists()
+    assert (tmp_path / "chroot.log").read_text() == f"{root} depmod -a {KERNEL}\n"
+
+
+def test_module_hook_removes_a_symlink_it_names_not_its_target(
+    project: Project, minimal: Callable[[str], str], tmp_path: Path
+) -> None:
+    root, outside = _module_tree(tmp_path)
+    defn = _excluding(project.load(minimal("")), "kernel/escape")
+    result = _run_hook(defn, root, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert not (root / "usr/lib/modules" / KERNEL / "kernel/escape").is_symlink()
+    assert (outside / "user/notes").read_text() == "keep me\n"

@@ -110,6 +110,54 @@ def test_parse_size_refuses(value: int | str) -> None:
         parse_size(value)
 
 
+# --- kernel modules removed from the image -----------------------------------------
+
+# Each becomes an `rm -rf` run as root on the build machine (composer/build/bootstrap.py).
+UNSAFE_MODULE_PATHS = [
+    "../../../home",
+    "kernel/../../../../etc",
+    "..",
+    "kernel/.",
+    "kernel//sound",
+    "kernel/sound/",
+    "kernel/*",
+    "kernel/snd?",
+    "kernel/[ab]",
+    "kernel/{sound,gpu}",
+    "~root",
+    "$(reboot)",
+    "kernel/a b",
+    "kernel/`id`",
+]
+
+
+def test_unsafe_exclude_modules_are_refused_by_field_and_line(ws: Workspace) -> None:
+    entries = "".join(f"    - {json.dumps(entry)}\n" for entry in UNSAFE_MODULE_PATHS)
+    ws.image("x.yaml", MINIMAL + "kernel:\n  exclude_modules:\n    - kernel/sound\n" + entries)
+    lines = ws.error("x.yaml").splitlines()
+    assert len(lines) == len(UNSAFE_MODULE_PATHS)
+    for index, entry in enumerate(UNSAFE_MODULE_PATHS, start=1):
+        expected = (
+            f"images/x.yaml:{9 + index}: field 'kernel.exclude_modules.{index}' is {entry!r}; "
+            "write a path inside /usr/lib/modules/<version>/ such as 'kernel/sound'"
+        )
+        assert any(line.startswith(expected) for line in lines), (expected, lines)
+    assert not any("exclude_modules.0'" in line for line in lines)
+
+
+def test_absolute_exclude_modules_path_is_refused(ws: Workspace) -> None:
+    ws.image("x.yaml", MINIMAL + "kernel:\n  exclude_modules: [kernel/sound, /home]\n")
+    message = ws.error("x.yaml")
+    assert message.startswith("images/x.yaml:8: ")
+    assert "kernel.exclude_modules.1" in message
+
+
+def test_plain_exclude_modules_paths_are_accepted(ws: Workspace) -> None:
+    plain = ["kernel/sound", "kernel/drivers/gpu", "kernel/net/wireless", "extra", "a.b_c-d"]
+    ws.image("x.yaml", MINIMAL + f"kernel: {{exclude_modules: {json.dumps(plain)}}}\n")
+    assert ws.load("x.yaml").kernel.exclude_modules == tuple(plain)
+
+
 # --- the update trust root ---------------------------------------------------------
 
 

@@ -4,6 +4,8 @@ over HTTP on loopback: real keys, real signatures, small fake bundles."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from datetime import timedelta
@@ -41,6 +43,12 @@ def repo(tmp_path: Path, key_dir: Path) -> Path:
 def url(repo: Path) -> Iterator[str]:
     with serve.serving(repo) as served:
         yield served
+
+
+def keel(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "composer.cli", *args], capture_output=True, text=True, timeout=60
+    )
 
 
 def client(url: str, trust_root: Path, state: Path) -> Updater:
@@ -210,6 +218,86 @@ def test_re_signing_without_a_bundle_renews_expired_metadata(
     assert newest_target(updater, tmp_path / "host/metadata").endswith(
         "demo-1.1.0-x86-64.keelbundle"
     )
+
+
+def take_root_key_offline(key_dir: Path, offline: Path) -> Path:
+    """Move root.pem out of the keys folder, as keys.py advises operators to."""
+    offline.mkdir()
+    return (key_dir / "root.pem").rename(offline / "root.pem")
+
+
+def test_publishing_and_re_signing_do_not_need_the_root_key(key_dir: Path, tmp_path: Path) -> None:
+    take_root_key_offline(key_dir, tmp_path / "offline")
+    for version in ("1.0.0", "1.1.0"):
+        repository.publish(tmp_path / "repo", fake_build(tmp_path / "builds", version), key_dir)
+    published = repository.publish(tmp_path / "repo", None, key_dir)
+    assert published.target_path is None
+    assert published.timestamp_version == 3
+    assert not (key_dir / "root.pem").exists()
+    # Hosts verify the result from the root their image baked.
+    with serve.serving(tmp_path / "repo") as url:
+        updater = client(url, key_dir / "root.json", tmp_path / "host")
+        path = newest_target(updater, tmp_path / "host/metadata")
+        assert path == "demo/x86-64/demo-1.1.0-x86-64.keelbundle"
+        info = updater.get_targetinfo(path)
+        assert info is not None
+        assert bundle.verify_bundle(Path(updater.download_target(info))).version == "1.1.0"
+
+
+@pytest.mark.parametrize(
+    ("operation", "needed_for"),
+    [
+        ("renew root", "renewing root metadata (--expires root=...)"),
+        ("rotate root", "rotating the root key"),
+        ("rotate targets", "rotating the targets key"),
+    ],
+)
+def test_operations_that_sign_root_say_they_need_the_root_key(
+    repo: Path, key_dir: Path, tmp_path: Path, operation: str, needed_for: str
+) -> None:
+    root_key = take_root_key_offline(key_dir, tmp_path / "offline")
+    before = {p: p.read_bytes() for p in [*repo.rglob("*"), *key_dir.rglob("*")] if p.is_file()}
+    with pytest.raises(KeelError) as caught:
+        if operation == "renew root":
+            new_build = fake_build(tmp_path / "builds", "1.2.0")
+            repository.publish(repo, new_build, key_dir, expiries={"root": timedelta(days=730)})
+        else:
+            repository.rotate_key(repo, key_dir, operation.split()[1])
+    assert caught.value.message == (
+        f"{needed_for} needs the root key, and {key_dir / 'root.pem'} does not exist"
+    )
+    assert "bring the offline root key back" in (caught.value.hint or "")
+    # Refused before anything was written: no metadata, bundle or pending key.
+    after = {p: p.read_bytes() for p in [*repo.rglob("*"), *key_dir.rglob("*")] if p.is_file()}
+    assert after == before
+    # With the root key back, the same operation works.
+    root_key.rename(key_dir / "root.pem")
+    if operation == "renew root":
+        repository.publish(repo, None, key_dir, expiries={"root": timedelta(days=730)})
+    else:
+        repository.rotate_key(repo, key_dir, operation.split()[1])
+    assert keys.load_root(repo / "metadata/root.json").signed.version == 2
+
+
+def test_keel_publish_without_the_root_key_and_what_it_says_when_root_needs_it(
+    key_dir: Path, tmp_path: Path
+) -> None:
+    take_root_key_offline(key_dir, tmp_path / "offline")
+    build = fake_build(tmp_path / "builds", "1.0.0")
+    common = ["--repo", str(tmp_path / "repo"), "--keys", str(key_dir)]
+    published = keel("publish", str(build), *common)
+    assert published.returncode == 0, published.stderr
+    assert published.stdout.startswith("published demo/x86-64/demo-1.0.0-x86-64.keelbundle")
+    assert keel("publish", *common).returncode == 0
+    renewed = keel("publish", *common, "--expires", "root=365d")
+    assert renewed.returncode != 0
+    assert (
+        f"renewing root metadata (--expires root=...) needs the root key, and "
+        f"{key_dir / 'root.pem'} does not exist"
+    ) in renewed.stderr
+    rotated = keel("rotate-key", "snapshot", *common)
+    assert rotated.returncode != 0
+    assert "rotating the snapshot key needs the root key" in rotated.stderr
 
 
 def test_re_signing_needs_an_existing_repository(key_dir: Path, tmp_path: Path) -> None:

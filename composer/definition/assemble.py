@@ -46,6 +46,7 @@ def assemble(resolved: dict[str, Any], document: Document, *, source: Path) -> I
         update=_build_update(resolved["update"], document),
         containers=_build_containers(resolved["containers"], document),
         docker=DockerEndpoints(**resolved["docker"]),
+        debug_shell=resolved["debug_shell"],
         provisioning_config=document.next_to_definition(
             ("provisioning", "config"), resolved["provisioning"]["config"]
         ),

@@ -139,6 +139,8 @@ class ImageDefinition:
     update: UpdatePolicy
     containers: Containers
     docker: DockerEndpoints
+    # The root shell on the virtio console for the QEMU test harness: test images only.
+    debug_shell: bool
     # A baked first-boot provisioning config (Ignition JSON or Butane YAML), or None.
     provisioning_config: Path | None
     # The merged document (after extends), as plain data; hashed into the manifest.

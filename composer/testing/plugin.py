@@ -1,8 +1,10 @@
 """pytest plugin for testing booted Keel images (registered as the `keel` entry point).
 
 Fixtures (session-scoped, so one build and one boot serve the whole run):
+  keel_definition  the image definition under test: --keel-definition YAML, else the
+              ini setting keel_definition, else images/docker-host.yaml
   keel_image  the artifact directory under test: --keel-image PATH or KEEL_TEST_IMAGE,
-              else images/docker-host.yaml (or --keel-definition) built once
+              else keel_definition built once
   keel_vm     a composer.testing.KeelVM booted from it, stopped at the end of the
               session (also when the session is interrupted)
   keel_host   a testinfra host for keel_vm over paramiko
@@ -52,8 +54,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--keel-definition",
         metavar="YAML",
-        default=str(DEFAULT_IMAGE),
-        help="image definition to build when no --keel-image is given (default: %(default)s)",
+        default=None,
+        help="image definition to build when no --keel-image is given (default: the "
+        f"keel_definition ini setting, else {DEFAULT_IMAGE})",
+    )
+    parser.addini(
+        "keel_definition",
+        "image definition the Keel fixtures build when the command line names none, "
+        "relative to the ini file (a test image with debug_shell: true, say)",
+        default="",
     )
     group.addoption("--keel-accel", choices=ACCELS, default=None, help="force the accelerator")
     group.addoption(
@@ -67,8 +76,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def definition_under_test(config: pytest.Config) -> Path:
+    """--keel-definition, else the keel_definition ini setting, else docker-host;
+    absolute, as tests hand it to processes that run in other folders."""
+    given = config.getoption("--keel-definition")
+    if given:
+        return Path(given).resolve()
+    configured = str(config.getini("keel_definition"))
+    if configured:
+        base = config.inipath.parent if config.inipath is not None else config.rootpath
+        return (base / configured).resolve()
+    return DEFAULT_IMAGE
+
+
 @pytest.fixture(scope="session")
-def keel_image(pytestconfig: pytest.Config) -> Path:
+def keel_definition(pytestconfig: pytest.Config) -> Path:
+    """The image definition under test: keel_image is built from it (with --keel-image,
+    it is the definition that image is taken to come from)."""
+    return definition_under_test(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def keel_image(pytestconfig: pytest.Config, keel_definition: Path) -> Path:
     """The artifact directory (or disk file) the session tests."""
     given = pytestconfig.getoption("--keel-image")
     if given:
@@ -78,9 +107,8 @@ def keel_image(pytestconfig: pytest.Config) -> Path:
         return path.resolve()
     from composer.build.pipeline import build_image  # only needed when building
 
-    definition = Path(pytestconfig.getoption("--keel-definition"))
     # Absolute: tests hand it to other processes that run in other folders.
-    return build_image(definition, quiet=False).out_dir.resolve()
+    return build_image(keel_definition, quiet=False).out_dir.resolve()
 
 
 @pytest.fixture(scope="session")

@@ -215,6 +215,6 @@ class DebugShell:
                     return ShellResult(int(match.group(2)), output)
         raise KeelError(
             f"no answer from the debug shell on {self.path} within {timeout:.0f}s",
-            hint="the image must start a root shell on /dev/hvc0 when fw_cfg "
-            "opt/org.keel/debug-shell is present",
+            hint="only an image built with `debug_shell: true` has the debug shell "
+            "(a root shell on /dev/hvc0 when fw_cfg opt/org.keel/debug-shell is present)",
         )

@@ -33,6 +33,9 @@ DEFAULT_MEMORY_MIB = 2048
 DEFAULT_CPUS = 2
 DEFAULT_BOOT_TIMEOUT = 300.0
 DEFAULT_STOP_TIMEOUT = 60.0
+# QEMU creates the sockets and logs in the VM folder: owner only (sockets 0700, files
+# 0600), a second guard after the folder's own mode.
+QEMU_UMASK = 0o077
 PORT_ATTEMPTS = 5
 QMP_STARTUP_TIMEOUT = 30.0
 LOG_LINES = 50
@@ -81,7 +84,7 @@ def _die_with_parent() -> None:
 
 def _prepare(vm: VmDir, disk: Path, fw: firmware.Firmware, config: Path | None) -> bool:
     """Create what the folder lacks; return whether the guest config holds the VM key."""
-    vm.path.mkdir(parents=True, exist_ok=True)
+    vm.create()
     vm.check_socket_paths()
     if not vm.nvram.exists():
         shutil.copyfile(fw.vars_template, vm.nvram)
@@ -132,6 +135,7 @@ def _launch(argv: list[str], vm: VmDir, die_with_parent: bool) -> subprocess.Pop
             # Own session: Ctrl-C in the terminal reaches Keel, which shuts the guest
             # down properly, instead of killing QEMU mid-write.
             start_new_session=True,
+            umask=QEMU_UMASK,
             preexec_fn=_die_with_parent if die_with_parent else None,
         )
 

@@ -10,6 +10,9 @@ from composer.core.errors import KeelError
 
 # sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH = 107
+# The folder holds the VM's SSH key and the sockets of its consoles and of QMP; the
+# debug socket of a test image is a root shell in the guest. Only its owner may enter.
+FOLDER_MODE = 0o700
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
@@ -73,6 +76,11 @@ class VmDir:
     @property
     def state_file(self) -> Path:
         return self.path / "state.json"
+
+    def create(self) -> None:
+        """Make the folder, or take back one an older Keel left open to others."""
+        self.path.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+        self.path.chmod(FOLDER_MODE)
 
     def check_socket_paths(self) -> None:
         longest = max(

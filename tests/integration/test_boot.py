@@ -174,6 +174,35 @@ def test_ssh_allows_keys_only(keel_vm: KeelVM, keel_host: Any) -> None:
     assert "kbdinteractiveauthentication no" in settings
 
 
+def test_sshd_forwards_no_x11_and_has_a_usable_key_of_every_configured_type(
+    keel_host: Any,
+) -> None:
+    settings = keel_host.check_output("sshd -T").splitlines()
+    assert "x11forwarding no" in settings
+    host_keys = [line.split()[1] for line in settings if line.startswith("hostkey ")]
+    assert host_keys == ["/etc/ssh/ssh_host_ed25519_key", "/etc/ssh/ssh_host_ecdsa_key"]
+    for key in host_keys:
+        public = keel_host.check_output("ssh-keygen -y -f %s", key).split()[:2]
+        assert public == keel_host.file(f"{key}.pub").content_string.split()[:2], key
+        assert keel_host.file(key).mode == 0o600
+
+
+def test_a_host_key_cut_short_is_made_again_and_a_good_one_kept(keel_host: Any) -> None:
+    """What the next boot does after a power cut in the middle of writing a key:
+    keel-ssh-keygen.service runs on every boot (here: restarted by hand)."""
+    fingerprint = "ssh-keygen -lf /etc/ssh/ssh_host_%s_key.pub"
+    kept = keel_host.check_output(fingerprint, "ed25519")
+    broken = keel_host.check_output(fingerprint, "ecdsa")
+    keel_host.check_output("truncate -s 100 /etc/ssh/ssh_host_ecdsa_key")
+    keel_host.check_output("systemctl restart keel-ssh-keygen.service")
+    assert keel_host.check_output(fingerprint, "ed25519") == kept
+    assert keel_host.check_output(fingerprint, "ecdsa") != broken
+    keel_host.check_output("ssh-keygen -y -f /etc/ssh/ssh_host_ecdsa_key")
+    journal = keel_host.check_output("journalctl -b -u keel-ssh-keygen -o cat")
+    assert "ssh_host_ecdsa_key does not load" in journal
+    assert keel_host.check_output("sshd -t && echo valid") == "valid"
+
+
 def test_debug_shell_on_the_virtio_console(keel_vm: KeelVM) -> None:
     result = keel_vm.serial_command("cat /proc/sys/kernel/random/boot_id; id -u")
     assert result.exit_status == 0
@@ -181,6 +210,14 @@ def test_debug_shell_on_the_virtio_console(keel_vm: KeelVM) -> None:
     assert keel_vm.serial_command("sh -c 'exit 3'").exit_status == 3
     assert keel_vm.serial_command("exit 4").exit_status == 4  # must not end the debug shell
     assert keel_vm.serial_command("echo still there").output == "still there\n"
+
+
+def test_vm_folder_and_the_sockets_qemu_made_are_owner_only(keel_vm: KeelVM) -> None:
+    folder = keel_vm.vm_dir
+    assert folder.path.stat().st_mode & 0o777 == 0o700
+    for sock in (folder.debug_socket, folder.console_socket, folder.qmp_socket):
+        assert sock.is_socket() and sock.stat().st_mode & 0o777 == 0o700, sock
+    assert folder.serial_log.stat().st_mode & 0o777 == 0o600
 
 
 def test_reboot_keeps_the_vm_and_its_nvram(keel_vm: KeelVM) -> None:

@@ -1,5 +1,7 @@
-"""A real build of images/docker-host.yaml (no mocks), checked from the outside with
-the same tools a person would use: sfdisk, blkid, mtools."""
+"""A real build of the session's image (no mocks): the keel_definition of
+pyproject.toml, tests/integration/images/test-host.yaml, which is images/docker-host.yaml
+with the debug shell. Checked from the outside with the same tools a person would use:
+sfdisk, blkid, mtools, fsck.erofs, debugfs."""
 
 from __future__ import annotations
 
@@ -13,8 +15,8 @@ import pytest
 
 from composer.build.partitions import ESP_TYPE, ROOT_X86_64_TYPE, VAR_TYPE
 from composer.build.pipeline import build_image
-from composer.core.paths import DEFAULT_IMAGE
 from composer.definition.load import load_definition
+from tests.integration.keyscan import scan_artifacts
 
 pytestmark = pytest.mark.integration
 
@@ -56,9 +58,9 @@ def probe(artifacts: Path, offset: int) -> dict[str, str]:
 
 
 def test_partition_table_has_labels_types_and_sizes_of_the_definition(
-    table: dict[str, Any],
+    table: dict[str, Any], keel_definition: Path
 ) -> None:
-    defn = load_definition(DEFAULT_IMAGE)
+    defn = load_definition(keel_definition)
     assert table["label"] == "gpt"
     parts = [(p["name"], p["type"], int(p["size"]) * 512) for p in table["partitions"]]
     assert parts == [
@@ -93,8 +95,11 @@ def test_esp_holds_bootloader_kernel_initrd_and_counted_entry(
     assert str((artifacts / "payload/vmlinuz").stat().st_size) in kernel.replace(" ", "")
 
 
-def test_manifest_describes_the_build(artifacts: Path, manifest: dict[str, Any]) -> None:
-    assert (manifest["name"], manifest["architecture"]) == ("docker-host", "x86-64")
+def test_manifest_describes_the_build(
+    artifacts: Path, manifest: dict[str, Any], keel_definition: Path
+) -> None:
+    name = load_definition(keel_definition).name
+    assert (manifest["name"], manifest["architecture"]) == (name, "x86-64")
     assert manifest["build_time"].endswith("Z")
     assert manifest["kernel"]["version"].endswith("-amd64")
     names = {p["name"]: p["version"] for p in manifest["packages"]}
@@ -110,14 +115,22 @@ def test_manifest_describes_the_build(artifacts: Path, manifest: dict[str, Any])
     assert payload["files"]["root"]["sha256"] == root["sha256"]
 
 
+def test_no_private_key_in_the_root_image_the_bundle_or_the_disk(artifacts: Path) -> None:
+    # Each is public: a key in one is every host's key, and anyone's.
+    assert scan_artifacts(artifacts) == []
+
+
 def test_second_build_is_byte_identical(
-    artifacts: Path, manifest: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+    artifacts: Path,
+    manifest: dict[str, Any],
+    tmp_path_factory: pytest.TempPathFactory,
+    keel_definition: Path,
 ) -> None:
     out = tmp_path_factory.mktemp("rebuild")
     previous = os.environ.get("SOURCE_DATE_EPOCH")
     os.environ["SOURCE_DATE_EPOCH"] = str(manifest["source_date_epoch"])
     try:
-        result = build_image(DEFAULT_IMAGE, out_dir=out, quiet=True)
+        result = build_image(keel_definition, out_dir=out, quiet=True)
     finally:
         if previous is None:
             del os.environ["SOURCE_DATE_EPOCH"]

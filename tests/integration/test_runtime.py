@@ -1,7 +1,7 @@
 """The host runtime of a booted image (issue 4): read-only OS with persistent /etc and
 /var, first-boot provisioning from a Butane config, per-machine identity, preloaded
 container images, declared containers, and the Docker engine driven from this machine
-over ssh:// and over mutual TLS.
+over ssh:// and over mutual TLS, with no private key in the image or its bundle.
 
 Two boots of VM "rt-a" (first boot with the Butane config, then a reboot) serve most
 tests; VM "rt-b", booted from the same image after rt-a is stopped, gets a config with
@@ -23,6 +23,8 @@ from typing import Any
 
 import paramiko
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from composer.core.paths import PROJECT_ROOT, vm_root
 from composer.testing import KeelVM
@@ -33,6 +35,7 @@ from composer.vm.keys import ensure_key
 from composer.vm.vmdir import vm_dir
 from tests.integration.dockerssh import docker_over_ssh
 from tests.integration.images.busybox_archive import DEFAULT_TAG, make_busybox_archive
+from tests.integration.keyscan import scan_artifacts
 
 pytestmark = pytest.mark.integration
 
@@ -73,6 +76,10 @@ systemd:
         WantedBy=multi-user.target
 """
 BAD_CONFIG = {"ignition": {"version": "3.4.0"}, "storage": {"disks": [{"device": "/dev/vdb"}]}}
+SERVER_CERT = "/etc/docker/tls/server-cert.pem"
+SERVER_KEY = "/etc/docker/tls/server-key.pem"
+# The guest's own address on QEMU's user network, where dockerd listens with TLS.
+ENDPOINT = "tcp://10.0.2.15:2376"
 
 # Facts gathered on rt-a, compared with rt-b.
 identity_a: dict[str, str] = {}
@@ -129,6 +136,17 @@ def vm_a(
 
 def out(vm: KeelVM, command: str) -> str:
     return vm.run(command, check=True).stdout.strip()
+
+
+# --- the built image ---------------------------------------------------------------
+
+
+def test_no_private_key_in_the_image_its_bundle_or_its_disk(rt_image: Path) -> None:
+    # docker.tls is on: the image has the client CA certificate and nothing secret; the
+    # server key is each machine's, made on its first boot (below).
+    assert scan_artifacts(rt_image) == []
+    client = rt_image / "docker-tls"
+    assert sorted(p.name for p in client.iterdir()) == ["cert.pem", "client-ca.pem", "key.pem"]
 
 
 # --- first boot of rt-a ------------------------------------------------------------
@@ -203,17 +221,42 @@ def test_docker_cli_here_drives_the_guest_over_ssh(vm_a: KeelVM, tmp_path: Path)
     print(f"docker -H ssh:// run: {time.monotonic() - started:.1f}s")
 
 
-def test_tcp_endpoint_needs_a_client_certificate(vm_a: KeelVM, rt_image: Path) -> None:
+def test_tcp_endpoint_needs_a_client_certificate(
+    vm_a: KeelVM, rt_image: Path, tmp_path: Path
+) -> None:
     client = rt_image / "docker-tls"
     sftp = paramiko_sftp(vm_a)
+    # Pin the host as a client would: fetch its own certificate over SSH, which
+    # authenticated the host, and trust that certificate alone.
+    pinned = tmp_path / "server-cert.pem"
+    sftp.get(SERVER_CERT, str(pinned))
+    server = x509.load_pem_x509_certificate(pinned.read_bytes())
+    names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert out(vm_a, "uname -n") in names.get_values_for_type(x509.DNSName)
+    server.verify_directly_issued_by(server)
+    identity_a["docker tls"] = server.fingerprint(hashes.SHA256()).hex()
+    # The key is this machine's: made on its first boot, on the /etc overlay (on /var).
+    assert out(vm_a, f"stat -c '%a %U' {SERVER_KEY}") == "600 root"
+    assert vm_a.run(f"test -f /var/lib/keel/etc/upper/{SERVER_KEY.removeprefix('/etc/')}"
+                    ).exit_status == 0  # fmt: skip
+    assert out(vm_a, "systemctl is-active keel-docker-tls.service") == "active"
     vm_a.run("mkdir -p /tmp/tls", check=True)
-    for name in ("ca.pem", "cert.pem", "key.pem"):
+    for name in ("cert.pem", "key.pem", "client-ca.pem"):
         sftp.put(str(client / name), f"/tmp/tls/{name}")
-    tls = "--tlsverify --tlscacert /tmp/tls/ca.pem --tlscert /tmp/tls/cert.pem --tlskey /tmp/tls/key.pem"  # noqa: E501
-    assert out(vm_a, f"docker {tls} -H tcp://10.0.2.15:2376 version -f '{{{{.Server.Version}}}}'")
-    plain = vm_a.run("docker -H tcp://10.0.2.15:2376 version -f '{{.Server.Version}}'")
+    sftp.put(str(pinned), "/tmp/tls/pinned.pem")
+    # Another machine's certificate, made as the first boot makes one: same names,
+    # same subject, its own key.
+    vm_a.run("/usr/lib/keel/docker-tls-keygen /tmp/tls/other-host", check=True)
+    tls = "--tlsverify --tlscert /tmp/tls/cert.pem --tlskey /tmp/tls/key.pem"
+    version = f"-H {ENDPOINT} version -f '{{{{.Server.Version}}}}'"
+    assert out(vm_a, f"docker {tls} --tlscacert /tmp/tls/pinned.pem {version}")
+    for wrong_ca in ("other-host/server-cert.pem", "client-ca.pem"):
+        refused = vm_a.run(f"docker {tls} --tlscacert /tmp/tls/{wrong_ca} {version}")
+        assert refused.exit_status != 0, wrong_ca
+        assert "certificate signed by unknown authority" in refused.stderr, refused.stderr
+    plain = vm_a.run(f"docker -H {ENDPOINT} version -f '{{{{.Server.Version}}}}'")
     assert plain.exit_status != 0
-    no_cert = vm_a.run("docker --tlsverify --tlscacert /tmp/tls/ca.pem -H tcp://10.0.2.15:2376 ps")
+    no_cert = vm_a.run(f"docker --tlsverify --tlscacert /tmp/tls/pinned.pem -H {ENDPOINT} ps")
     assert no_cert.exit_status != 0
 
 
@@ -255,6 +298,12 @@ def test_after_a_reboot_etc_and_volumes_persist_and_nothing_is_reapplied(vm_a: K
         time.sleep(3)
     assert len(starts.splitlines()) == 2, starts  # the first boot's line is still there
     assert out(vm_a, "cat /etc/machine-id") == identity_a["machine-id"]
+    # The keys made on the first boot are kept: keel-ssh-keygen runs on every boot and
+    # keeps keys that load; keel-docker-tls is done once its key exists.
+    assert out(vm_a, "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub") == identity_a["host key"]
+    assert out(vm_a, "systemctl is-active keel-ssh-keygen.service") == "active"
+    assert docker_tls_fingerprint(out(vm_a, f"cat {SERVER_CERT}")) == identity_a["docker tls"]
+    assert "ConditionResult=no" in out(vm_a, "systemctl show -p ConditionResult keel-docker-tls")
 
 
 # --- rt-b: same image, a refused config ----------------------------------------------
@@ -263,7 +312,7 @@ def test_after_a_reboot_etc_and_volumes_persist_and_nothing_is_reapplied(vm_a: K
 def test_second_vm_refuses_a_bad_config_stays_reachable_and_has_its_own_identity(
     vm_a: KeelVM, rt_image: Path, tmp_path: Path
 ) -> None:
-    assert len(identity_a) == 3, "run the whole module: rt-b is compared with rt-a"
+    assert len(identity_a) == 4, "run the whole module: rt-b is compared with rt-a"
     vm_a.stop()  # one VM at a time
     config = tmp_path / "bad.ign"
     config.write_text(json.dumps(BAD_CONFIG))
@@ -304,6 +353,7 @@ def test_second_vm_refuses_a_bad_config_stays_reachable_and_has_its_own_identity
                 "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub"
             ).output.strip(),
             "engine": shell.run("docker info --format '{{.ID}}'", timeout=60).output.strip(),
+            "docker tls": docker_tls_fingerprint(shell.run(f"cat {SERVER_CERT}").output),
         }
         for what, value in identity_b.items():
             assert value and value != identity_a[what], what
@@ -311,6 +361,10 @@ def test_second_vm_refuses_a_bad_config_stays_reachable_and_has_its_own_identity
         runner.stop(folder, hard=True)
         thread.join(timeout=60)
         shutil.rmtree(folder.path, ignore_errors=True)
+
+
+def docker_tls_fingerprint(pem: str) -> str:
+    return x509.load_pem_x509_certificate(pem.encode()).fingerprint(hashes.SHA256()).hex()
 
 
 def port_of(folder: Any) -> int:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import tomllib
+
 import pytest
+
+from composer.core.paths import DEFAULT_IMAGE, PROJECT_ROOT
+from composer.definition.load import load_definition
 
 pytest_plugins = ["pytester"]
 
@@ -56,3 +61,46 @@ def test_serial_log_attached_to_failing_vm_tests(pytester: pytest.Pytester) -> N
 def test_plugin_options_registered(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--help")
     result.stdout.fnmatch_lines(["*--keel-image=PATH*", "*--keel-definition=YAML*"])
+
+
+DEFINITION_TEST = """
+from pathlib import Path
+
+def test_definition(keel_definition):
+    assert keel_definition == Path({expected!r})
+"""
+
+
+def test_keel_definition_comes_from_the_ini_setting(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nkeel_definition = images/test.yaml\n")
+    expected = pytester.path / "images/test.yaml"
+    pytester.makepyfile(DEFINITION_TEST.format(expected=str(expected)))
+    pytester.runpytest().assert_outcomes(passed=1)
+
+
+def test_the_command_line_names_another_definition(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nkeel_definition = images/test.yaml\n")
+    expected = pytester.path / "mine.yaml"
+    pytester.makepyfile(DEFINITION_TEST.format(expected=str(expected)))
+    pytester.runpytest("--keel-definition", "mine.yaml").assert_outcomes(passed=1)
+
+
+def test_without_either_it_is_docker_host(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(DEFINITION_TEST.format(expected=str(DEFAULT_IMAGE)))
+    pytester.runpytest().assert_outcomes(passed=1)
+
+
+def test_this_repositorys_tests_boot_an_image_with_the_debug_shell() -> None:
+    # KeelVM.serial_command and the tests of a machine without SSH need it; the
+    # default image, docker-host, must not have it.
+    settings = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
+    configured = settings["tool"]["pytest"]["ini_options"]["keel_definition"]
+    tested, default = load_definition(PROJECT_ROOT / configured), load_definition(DEFAULT_IMAGE)
+    assert tested.debug_shell and not default.debug_shell
+    # Otherwise the very image users get (named apart, so no build of one replaces
+    # the other under build/).
+    differences = {
+        key for key in tested.resolved.keys() | default.resolved.keys()
+        if tested.resolved.get(key) != default.resolved.get(key)
+    }  # fmt: skip
+    assert differences == {"name", "debug_shell"}

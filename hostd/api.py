@@ -8,14 +8,22 @@ POST for verbs. The socket is root-only (mode 0600): every verb changes the OS.
   POST /v1/check      ask the repository for a newer version
   POST /v1/update     {"bundle": path?, "metadata": url?, "reboot": bool}
   POST /v1/rollback   {"reboot": bool}
-A refusal is HTTP 409 with {"error": reason}."""
+A refusal is HTTP 409 with {"error": reason}.
+
+A request is read under bounds, so no client holds one of hostd's threads for long: a
+body of at most MAX_BODY bytes (a negative or larger Content-Length is answered 400
+or 413 without reading), READ_TIMEOUT for each read, and REQUEST_DEADLINE for the
+whole request (a client sending a byte now and then passes every read timeout)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import socket
 import socketserver
+import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -26,6 +34,17 @@ from hostd.updater import Refused, Updater
 log = logging.getLogger("keel.hostd")
 
 SOCKET = Path("/run/keel/hostd.sock")
+MAX_BODY = 64 * 1024
+# After refusing a request: how much more of it hostd reads (and drops) before closing.
+DRAIN_LIMIT = 16 * MAX_BODY
+READ_TIMEOUT = 5.0
+REQUEST_DEADLINE = 15.0
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
 
 
 def routes(updater: Updater) -> dict[tuple[str, str], Callable[[dict[str, Any]], Any]]:
@@ -56,19 +75,79 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def setup(self) -> None:
+        super().setup()
+        # The module's values at each connection, so tests can shorten them.
+        self.connection.settimeout(READ_TIMEOUT)
+        self.late = threading.Event()
+        self.reading = threading.Timer(REQUEST_DEADLINE, self._stop_reading)
+        self.reading.daemon = True
+        self.reading.start()
+
+    def _stop_reading(self) -> None:
+        """The request took too long to arrive: end its reads (they see end of file,
+        which would make a cut request look complete, hence `late`); the connection
+        stays open for the answer."""
+        self.late.set()
+        with contextlib.suppress(OSError):  # already closed
+            self.connection.shutdown(socket.SHUT_RD)
+
+    def finish(self) -> None:
+        self.reading.cancel()
+        super().finish()
+
+    def _body(self) -> dict[str, Any]:
+        text = self.headers.get("Content-Length") or "0"
+        try:
+            length = int(text)
+        except ValueError:
+            raise BadRequest(400, f"Content-Length {text!r} is not a number") from None
+        if length < 0:
+            raise BadRequest(400, f"Content-Length {length} is negative")
+        if length > MAX_BODY:
+            raise BadRequest(413, f"the request body is larger than {MAX_BODY} bytes")
+        try:
+            raw = self.rfile.read(length)
+        except TimeoutError:
+            raise BadRequest(408, "the request body did not arrive in time") from None
+        if self.late.is_set():
+            raise BadRequest(408, f"the request did not arrive within {REQUEST_DEADLINE:.0f} s")
+        # The request is read: what follows (an update) may take minutes.
+        self.reading.cancel()
+        if len(raw) < length:
+            raise BadRequest(400, f"the request body ended after {len(raw)} of {length} bytes")
+        if not raw:
+            return {}
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise BadRequest(400, "the request body is not JSON") from None
+        if not isinstance(body, dict):
+            raise BadRequest(400, "the request body must be a JSON object")
+        return body
+
+    def _drop_the_rest(self) -> None:
+        """Read and drop what the client still sends (up to DRAIN_LIMIT) before the
+        connection closes: closing a unix socket with unread data resets it, and the
+        client would lose the answer. READ_TIMEOUT and the request deadline bound it."""
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_WR)  # the answer is complete
+            left = DRAIN_LIMIT
+            while left > 0 and (block := self.rfile.read1(min(left, MAX_BODY))):
+                left -= len(block)
+
     def _dispatch(self, method: str) -> None:
         route = self.table.get((method, self.path))
         if route is None:
             self._answer(404, {"error": f"no such endpoint: {method} {self.path}"})
             return
-        body: dict[str, Any] = {}
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            try:
-                body = json.loads(self.rfile.read(length))
-            except ValueError:
-                self._answer(400, {"error": "the request body is not JSON"})
-                return
+        try:
+            body = self._body()
+        except BadRequest as bad:
+            self.close_connection = True
+            self._answer(bad.status, {"error": str(bad)})
+            self._drop_the_rest()
+            return
         try:
             self._answer(200, route(body))
         except Refused as refusal:

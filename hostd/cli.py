@@ -16,6 +16,10 @@ from typing import Any
 # updater and python-tuf, and keelctl should start fast on a slow machine.
 SOCKET = Path("/run/keel/hostd.sock")
 OS_RELEASE = Path("/usr/lib/os-release")
+# Writing a slot takes minutes on slow disks (and under emulation); wait for it.
+VERB_TIMEOUT = 3600.0
+# hostd answers status and history at once, even during an update.
+QUERY_TIMEOUT = 60.0
 
 
 class ApiError(Exception):
@@ -35,10 +39,13 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 def call(
-    method: str, path: str, body: dict[str, Any] | None = None, socket_path: Path = SOCKET
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    socket_path: Path = SOCKET,
+    timeout: float = VERB_TIMEOUT,
 ) -> Any:
-    # Writing a slot takes minutes on slow disks (and under emulation); wait for it.
-    connection = _UnixConnection(socket_path, timeout=3600)
+    connection = _UnixConnection(socket_path, timeout=timeout)
     try:
         payload = json.dumps(body or {}).encode()
         connection.request(method, path, body=payload, headers={"Content-Type": "application/json"})
@@ -88,6 +95,8 @@ def show_status(status: dict[str, Any]) -> str:
         lines.append(f"          {last['reason']}")
     for version, reason in (status.get("failed_versions") or {}).items():
         lines.append(f"skipped:  {version}: {reason}")
+    for warning in status.get("warnings") or []:
+        lines.append(f"warning:  {warning}")
     policy = status.get("policy")
     if isinstance(policy, dict):
         window = policy["window"]
@@ -106,7 +115,7 @@ def show_status(status: dict[str, Any]) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> Any:
-    status = call("GET", "/v1/status")
+    status = call("GET", "/v1/status", timeout=QUERY_TIMEOUT)
     return status if args.json else show_status(status)
 
 
@@ -144,7 +153,7 @@ def cmd_rollback(args: argparse.Namespace) -> Any:
 
 
 def cmd_history(args: argparse.Namespace) -> Any:
-    events = call("GET", "/v1/history")
+    events = call("GET", "/v1/history", timeout=QUERY_TIMEOUT)
     if args.json:
         return events
     lines = []

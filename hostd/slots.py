@@ -8,6 +8,7 @@ block device actually mounted on /, and refuses to write anything when they disa
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shlex
 import subprocess
@@ -22,6 +23,10 @@ from hostd.formats.bundle import CHUNK, Part, check_digest
 
 PARTLABELS = Path("/dev/disk/by-partlabel")
 RELEASE = Path("/usr/lib/keel/release")
+# After a failed slot write: how long the thread feeding zstd may take to end.
+FEEDER_GRACE = 10.0
+
+log = logging.getLogger("keel.hostd")
 
 
 class SlotError(Exception):
@@ -137,33 +142,71 @@ def write_compressed(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    assert zstd.stdin is not None and zstd.stdout is not None
+    assert zstd.stdin is not None and zstd.stdout is not None and zstd.stderr is not None
     errors: list[BaseException] = []
     feeder = threading.Thread(target=_feed, args=(compressed, zstd.stdin, errors), daemon=True)
     feeder.start()
+    try:
+        written, sha256 = _write_decompressed(zstd.stdout, device, part, progress)
+    except BaseException:
+        # The disk failed (EIO, ENOSPC), progress raised, or zstd gave too much: stop
+        # zstd before waiting for anything. Left running, it blocks on its full output
+        # pipe, the feeder on zstd's full input pipe, and the join on the feeder, for
+        # ever, with the update lock held.
+        _stop(zstd, feeder)
+        raise
+    # zstd has closed its output, so it is ending: the feeder ends too (broken pipe).
+    feeder.join()
+    stderr = zstd.stderr.read().decode(errors="replace")
+    code = zstd.wait()
+    zstd.stdout.close()
+    zstd.stderr.close()
+    if errors:
+        raise SlotError(f"reading {part.member} from the bundle failed: {errors[0]}")
+    if code != 0:
+        raise SlotError(f"zstd failed on {part.member}: {stderr.strip() or f'exit {code}'}")
+    check_digest(part, written, sha256)
+
+
+def _write_decompressed(
+    stream: IO[bytes], device: Path, part: Part, progress: Callable[[int], None]
+) -> tuple[int, str]:
+    """Copy zstd's output to device; the length and sha256 of what was written."""
     digest = hashlib.sha256()
     written = 0
     fd = os.open(device, os.O_WRONLY)
     try:
-        while block := zstd.stdout.read(CHUNK):
+        while block := stream.read(CHUNK):
             if written + len(block) > part.size:
-                zstd.kill()
                 raise SlotError(f"{part.member} decompresses to more than {part.size} bytes")
-            os.write(fd, block)
+            _write_all(fd, block)
             digest.update(block)
             written += len(block)
             progress(written)
         os.fsync(fd)
     finally:
         os.close(fd)
-        feeder.join()
-        stderr = zstd.stderr.read().decode(errors="replace") if zstd.stderr else ""
-        code = zstd.wait()
-    if errors:
-        raise SlotError(f"reading {part.member} from the bundle failed: {errors[0]}")
-    if code != 0:
-        raise SlotError(f"zstd failed on {part.member}: {stderr.strip() or f'exit {code}'}")
-    check_digest(part, written, digest.hexdigest())
+    return written, digest.hexdigest()
+
+
+def _write_all(fd: int, block: bytes) -> None:
+    view = memoryview(block)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _stop(zstd: subprocess.Popen[bytes], feeder: threading.Thread) -> None:
+    """End zstd and the feeder after a failure; never waits without a bound."""
+    zstd.kill()
+    zstd.wait()
+    # With zstd gone the feeder's write fails at once (broken pipe); only a read from
+    # the bundle that is under way can keep it a moment longer.
+    feeder.join(FEEDER_GRACE)
+    if feeder.is_alive():
+        log.warning("the thread feeding zstd did not end; left behind")
+    for stream in (zstd.stdout, zstd.stderr):
+        if stream is not None:
+            stream.close()
 
 
 def read_back_sha256(device: Path, size: int) -> str:

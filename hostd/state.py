@@ -7,7 +7,8 @@ history.jsonl, which `keelctl history` shows.
 
 Phases and what a power cut in each leaves behind:
   idle          nothing in flight
-  downloading   a partial file under /var/lib/keel/update; retry downloads again
+  downloading   a partial file in hostd's private folder (staging/ beside this
+                file), which the next attempt removes before it downloads again
   writing-slot  the inactive slot half written, but its loader entries were removed
                 before the first byte, so nothing boots it; retry rewrites it
   installing    kernel/initrd/entry being written under temporary names; the entry is

@@ -6,26 +6,81 @@ names, versions, expiry) and the bundle's length and sha256 against the signed t
 metadata. Only then does a byte of it go anywhere near a partition.
 
 The repository is plain files: http(s):// through ngclient's own fetcher, or file://
-(a copy on a USB stick, for hosts with no network) through FileFetcher below."""
+(a copy on a USB stick, for hosts with no network) through FileFetcher below.
+
+A bundle is verified as a copy in hostd's private folder, never at a path someone else
+can write: download() fetches into that folder, copy_matching() copies a local file
+there (read once, through one handle) and finds the signed target the copy is."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import hashlib
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
+import urllib3
 from tuf.api import exceptions
 from tuf.api.metadata import Metadata, TargetFile, Targets
 from tuf.ngclient import FetcherInterface, Updater, Urllib3Fetcher
 
-from hostd.files import replacing
+from hostd.files import UnsafeFile, open_untrusted, replacing
 from hostd.formats.sizes import MIB
+from hostd.formats.version import version_key
+
+log = logging.getLogger("keel.hostd")
 
 TRUST_ROOT = Path("/usr/lib/keel/update/root.json")
 CACHE_DIR = Path("/var/lib/keel/update/tuf")
 CHUNK = MIB
+KIB = 1024
+
+
+# How slow a bundle download may be before hostd gives it up and frees the update lock:
+# ngclient's socket timeout bounds single reads only, which a mirror sending a byte
+# every few seconds passes for hours. Pace reads these when a download starts.
+MIN_RATE = 16 * KIB  # bytes a second, over each RATE_WINDOW seconds after RATE_GRACE
+RATE_WINDOW = 60.0
+RATE_GRACE = 60.0
+DEADLINE_RATE = 8 * KIB  # the whole download may take its length at this rate,
+DEADLINE_FLOOR = 15 * 60.0  # and never needs to be faster than this many seconds
+
+
+class Pace:
+    """Whether a download keeps to the limits above; check() after every piece that
+    arrives (each read returns within the fetcher's socket timeout, so it runs)."""
+
+    def __init__(self, length: int) -> None:
+        self.started = time.monotonic()
+        self.seconds = max(DEADLINE_FLOOR, length / DEADLINE_RATE)
+        self.min_rate, self.window, self.grace = MIN_RATE, RATE_WINDOW, RATE_GRACE
+        # (time, bytes received): the oldest is the last one at or before the window.
+        self.samples: deque[tuple[float, int]] = deque([(self.started, 0)])
+
+    def check(self, received: int) -> None:
+        now = time.monotonic()
+        if now - self.started > self.seconds:
+            raise exceptions.SlowRetrievalError(
+                f"the download did not finish within {self.seconds:.0f} s"
+            )
+        self.samples.append((now, received))
+        while len(self.samples) > 1 and self.samples[1][0] <= now - self.window:
+            self.samples.popleft()
+        since, base = self.samples[0]
+        if now - self.started < self.grace or now - since < self.window:
+            return
+        rate = (received - base) / (now - since)
+        if rate < self.min_rate:
+            raise exceptions.SlowRetrievalError(
+                f"the mirror sent {rate / KIB:.1f} KiB/s over the last {now - since:.0f} s, "
+                f"less than the {self.min_rate / KIB:.0f} KiB/s hostd waits for"
+            )
 
 
 class RepositoryRefused(Exception):
@@ -46,15 +101,43 @@ class Candidate:
 
 
 class FileFetcher(FetcherInterface):
-    """file:// URLs; a missing file is a 404, which ends ngclient's root walk."""
+    """file:// URLs; a missing file is a 404, which ends ngclient's root walk. The copy
+    may be on media others can write: no links, only regular files (files.py)."""
 
     def _fetch(self, url: str) -> Iterator[bytes]:
         path = Path(unquote(urlparse(url).path))
         try:
-            handle = path.open("rb")
+            handle = open_untrusted(path)
         except FileNotFoundError:
             raise exceptions.DownloadHTTPError(f"{path} not found", 404) from None
+        except UnsafeFile as error:
+            raise exceptions.DownloadError(str(error)) from None
         return _read_chunks(handle)
+
+
+class HttpFetcher(Urllib3Fetcher):
+    """ngclient's http(s) fetcher, yielding bytes as they arrive. Its own _chunks()
+    (replaced here; tuf is pinned below 8) waits for whole 400 kB chunks, which a
+    trickling mirror takes hours to fill, and only between chunks can a download's
+    Pace be checked (test_download_pace.py fails if this hook is no longer called)."""
+
+    def _chunks(self, response: urllib3.response.BaseHTTPResponse) -> Iterator[bytes]:
+        try:
+            while block := response.read1(self.chunk_size):
+                yield block
+        except GeneratorExit:
+            # The download gave up mid-body (too slow, too long): not a reusable connection.
+            response.close()
+            raise
+        except urllib3.exceptions.HTTPError as error:
+            if isinstance(error, urllib3.exceptions.TimeoutError):
+                raise exceptions.SlowRetrievalError(
+                    f"no data for {self.socket_timeout} s"
+                ) from error
+            # The mirror closed the connection mid-body, or sent garbage.
+            raise exceptions.DownloadError(f"the download broke off: {error}") from error
+        finally:
+            response.release_conn()
 
 
 def _read_chunks(handle: BinaryIO) -> Iterator[bytes]:
@@ -98,8 +181,10 @@ class Repository:
         self.fetcher: FetcherInterface = (
             FileFetcher()
             if base.startswith("file://")
-            else Urllib3Fetcher(app_user_agent="keel-hostd")
+            else HttpFetcher(app_user_agent="keel-hostd")
         )
+        # Signed targets of this image that candidates() left out: path -> why.
+        self.skipped: dict[str, str] = {}
         cache_dir.mkdir(parents=True, exist_ok=True)
         self.cache_dir = cache_dir
         try:
@@ -124,17 +209,27 @@ class Repository:
         self._refreshed = True
 
     def candidates(self, name: str, architecture: str) -> list[Candidate]:
-        """Every bundle of this image name and architecture in the verified metadata."""
+        """Every bundle of this image name and architecture in the verified metadata.
+
+        Targets hostd cannot use (a version the version grammar rejects) are left out
+        and named in self.skipped: old targets stay in the metadata, so one bad target
+        would otherwise stop every later check and update."""
         if not self._refreshed:
             self.refresh()
         # ngclient stores targets.json in its cache only after verifying it.
         targets = Metadata[Targets].from_file(str(self.cache_dir / "targets.json")).signed
         found = []
+        self.skipped = {}
         for path, target in targets.targets.items():
             keel = (target.unrecognized_fields.get("custom") or {}).get("keel")
             if not isinstance(keel, dict):
                 continue
             if keel.get("name") != name or keel.get("architecture") != architecture:
+                continue
+            problem = _unusable(keel)
+            if problem:
+                log.warning("signed target %s skipped: %s", path, problem)
+                self.skipped[path] = problem
                 continue
             found.append(
                 Candidate(
@@ -158,11 +253,16 @@ class Repository:
     def download(
         self, candidate: Candidate, dest: Path, progress: Callable[[int], None] = lambda _: None
     ) -> Path:
-        """Fetch a bundle to dest (via a temporary file) and verify it against the metadata."""
+        """Fetch a bundle to dest (via a temporary file) and verify it against the metadata.
+
+        dest is in hostd's private folder: the file verified is the file applied."""
         received = 0
+        pace = Pace(candidate.length)
+        blocks: Iterator[bytes] = iter(())
         try:
             with replacing(dest) as handle:
-                for block in self.fetcher.fetch(self._target_url(candidate.target)):
+                blocks = self.fetcher.fetch(self._target_url(candidate.target))
+                for block in blocks:
                     received += len(block)
                     if received > candidate.length:
                         raise RepositoryRefused(
@@ -171,28 +271,74 @@ class Repository:
                         )
                     handle.write(block)
                     progress(received)
+                    pace.check(received)
                 handle.flush()
                 # Inside the block: a bundle that fails verification never becomes dest.
                 verify_file(candidate.target, Path(handle.name))
         except exceptions.DownloadError as error:
             raise RepositoryRefused(_explain(error)) from None
+        finally:
+            # Now, not when the traceback that holds it goes: a connection or a file.
+            if isinstance(blocks, Generator):
+                blocks.close()
         return dest
 
-    def match_file(self, path: Path, name: str, architecture: str) -> Candidate:
-        """The signed target that a local bundle file is (by length and sha256)."""
-        size = path.stat().st_size
-        for candidate in self.candidates(name, architecture):
-            if candidate.length != size:
-                continue
-            try:
-                verify_file(candidate.target, path)
-            except RepositoryRefused:
-                continue
-            return candidate
-        raise RepositoryRefused(
-            f"{path.name} is not a bundle the repository's signed targets metadata lists for "
-            f"{name}/{architecture} (tampered, truncated, or from another repository)"
-        )
+
+def copy_matching(
+    source: BinaryIO, dest: Path, candidates: list[Candidate], image: str, name: str
+) -> Candidate:
+    """Copy a local bundle (opened with open_untrusted(); name is for messages) to dest,
+    hashing it on the way, and return the candidate the copy is (by length and hashes).
+    Only dest is used afterwards, never the file source came from."""
+    size = os.fstat(source.fileno()).st_size
+    fitting = [c for c in candidates if c.length == size]
+    if fitting:
+        algorithms = {algorithm for c in fitting for algorithm in c.target.hashes}
+        length, digests = _copy_hashing(source, dest, size, algorithms)
+        for candidate in fitting:
+            wanted = candidate.target.hashes
+            if length == candidate.length and all(digests.get(a) == h for a, h in wanted.items()):
+                return candidate
+    raise RepositoryRefused(
+        f"{name} is not a bundle the repository's signed targets metadata lists for "
+        f"{image} (tampered, truncated, or from another repository)"
+    )
+
+
+def _unusable(keel: dict[str, object]) -> str | None:
+    """Why a target's custom.keel makes it no candidate, or None."""
+    version = keel.get("version")
+    if not isinstance(version, str):
+        return f"its version is {version!r}, not a string"
+    try:
+        version_key(version)
+    except ValueError:
+        return f"its version {version!r} is not an image version (like 1.2.3 or 2.0-rc1)"
+    return None
+
+
+def _copy_hashing(
+    source: BinaryIO, dest: Path, limit: int, algorithms: set[str]
+) -> tuple[int, dict[str, str]]:
+    """Copy at most limit bytes of source to dest; the length and the digests of what
+    was copied (algorithms hashlib does not know are left out, so never match)."""
+    hashers = {}
+    for algorithm in algorithms:
+        try:
+            hashers[algorithm] = hashlib.new(algorithm)
+        except ValueError:
+            continue
+    length = 0
+    with replacing(dest) as handle:
+        # One byte more than the limit: a file that grew while read is not the target.
+        while block := source.read(min(CHUNK, limit + 1 - length)):
+            length += len(block)
+            for hasher in hashers.values():
+                hasher.update(block)
+            handle.write(block)
+            if length > limit:
+                break
+    return length, {algorithm: hasher.hexdigest() for algorithm, hasher in hashers.items()}
 
 
 def verify_file(target: TargetFile, path: Path) -> None:

@@ -1,7 +1,10 @@
 """Applying updates, rolling back, and telling what happened (the core of hostd).
 
 Order of an update, each step persisted before the next (see hostd/state.py):
-  verify    TUF metadata and the bundle file (tufclient), then the bundle's content
+  take      download the bundle, or copy the local bundle file, into hostd's private
+            folder (root only, emptied before and after every attempt): from here on
+            only that copy is read, so nobody can swap the bundle after it is verified
+  verify    TUF metadata and the copy (tufclient), then the bundle's content
             against this host: image name, architecture, version, slot size
   unhook    remove the inactive slot's loader entries, so nothing boots it while it
             is half written
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import threading
 import time
@@ -27,18 +31,32 @@ from typing import Any
 
 from hostd import slots
 from hostd.esp import Entry, EspTree
+from hostd.files import UnsafeFile, empty_folder, free_bytes, fresh_private_folder, open_untrusted
 from hostd.formats import bootentry
 from hostd.formats.bundle import Bundle, BundleError, chunks
 from hostd.formats.sizes import MIB
 from hostd.formats.version import is_newer, version_key
 from hostd.policy import Policy, PolicyError, load_policy
 from hostd.state import IN_FLIGHT, STATE_DIR, Phase, Result, StateStore, UpdateState
-from hostd.tufclient import CACHE_DIR, TRUST_ROOT, Candidate, Repository, RepositoryRefused
+from hostd.tufclient import (
+    CACHE_DIR,
+    TRUST_ROOT,
+    Candidate,
+    Repository,
+    RepositoryRefused,
+    copy_matching,
+)
 
 log = logging.getLogger("keel.hostd")
 
 HEALTH_RECORD = "health.json"
 ESP_MARGIN = MIB
+# The private folder (under the state dir) and the one bundle it holds during an update.
+STAGING = "staging"
+STAGED_BUNDLE = "bundle.keelbundle"
+# What /var keeps free beside a bundle, for the state, the history and the journal. The
+# slot is written straight to its partition: it needs nothing on /var.
+VAR_MARGIN = MIB
 # Progress is persisted now and then, not on every block.
 PROGRESS_STEP = 32 * MIB
 # Words of a bundle's command line that name a slot: the entry writes its own.
@@ -102,6 +120,8 @@ class Updater:
         self.esp = EspTree(self.paths.esp)
         self.lock = threading.RLock()
         self.release = slots.read_release(self.paths.release)
+        # Signed targets the last look at the repository left out (path -> why), for status.
+        self.skipped_targets: dict[str, str] = {}
 
     # --- what the host runs and may run -------------------------------------------
 
@@ -161,12 +181,17 @@ class Updater:
         policy = self.policy()
         return Repository(url or policy.repository, self.paths.trust_root, self.paths.tuf_cache)
 
-    def _best(self, state: UpdateState, repo: Repository) -> Candidate | None:
+    def _candidates(self, repo: Repository) -> list[Candidate]:
         name, architecture = self._image(self.policy())
+        found = repo.candidates(name, architecture)
+        self.skipped_targets = dict(repo.skipped)
+        return found
+
+    def _best(self, state: UpdateState, repo: Repository) -> Candidate | None:
         failed = state.failed_versions
         newer = [
             c
-            for c in repo.candidates(name, architecture)
+            for c in self._candidates(repo)
             if is_newer(c.version, self.release.version) and c.version not in failed
         ]
         if not newer:
@@ -197,37 +222,90 @@ class Updater:
         with self.lock:
             state = self.reconcile()
             try:
-                repo = self._repository(metadata)
-                if bundle is not None:
-                    name, architecture = self._image(self.policy())
-                    candidate = repo.match_file(bundle, name, architecture)
-                    self._check_version(state, candidate.version)
-                else:
-                    found = self._best(state, repo)
-                    if found is None:
-                        return {"result": "up-to-date", "version": self.release.version}
-                    candidate = found
-            except (RepositoryRefused, Refused) as error:
-                self._refuse("", str(error))
-                raise Refused(str(error)) from None
-            if state.phase == Phase.INSTALLED and state.target_version == candidate.version:
-                return self._maybe_reboot(reboot, "already installed", candidate.version)
-            target_slot = slots.other_slot(self.paths.booted_slot())
-            if bundle is None:
-                state, bundle = self._download(state, repo, candidate, target_slot)
-                downloaded = True
-            else:
-                downloaded = False
+                staging = fresh_private_folder(self.paths.state_dir / STAGING)
+            except (UnsafeFile, OSError) as error:
+                reason = f"hostd's private folder is unusable: {error}"
+                self._refuse("", reason)
+                raise Refused(reason) from None
+            self._remove_old_downloads()
             try:
-                self._apply(state, bundle, candidate, target_slot)
+                return self._update(state, staging / STAGED_BUNDLE, bundle, metadata, reboot)
             finally:
-                if downloaded:
-                    bundle.unlink(missing_ok=True)
-            return self._maybe_reboot(reboot, "installed", candidate.version)
+                # Whatever happened, nothing is left on /var: a retry takes the bundle anew.
+                empty_folder(staging)
+
+    def _remove_old_downloads(self) -> None:
+        """Bundles that a hostd from before the private folder downloaded into the state
+        dir itself, and left there when it was cut short."""
+        state_dir = self.paths.state_dir
+        for stale in (*state_dir.glob("*.keelbundle"), *state_dir.glob(".*.keelbundle.tmp")):
+            stale.unlink(missing_ok=True)
+
+    def _update(
+        self,
+        state: UpdateState,
+        staged: Path,
+        bundle: Path | None,
+        metadata: str | None,
+        reboot: bool,
+    ) -> dict[str, Any]:
+        try:
+            repo = self._repository(metadata)
+            if bundle is not None:
+                candidate = self._take_bundle(repo, bundle, staged)
+                self._check_version(state, candidate.version)
+            else:
+                found = self._best(state, repo)
+                if found is None:
+                    return {"result": "up-to-date", "version": self.release.version}
+                candidate = found
+        except (RepositoryRefused, Refused) as error:
+            self._refuse("", str(error))
+            raise Refused(str(error)) from None
+        if state.phase == Phase.INSTALLED and state.target_version == candidate.version:
+            return self._maybe_reboot(reboot, "already installed", candidate.version)
+        target_slot = slots.other_slot(self.paths.booted_slot())
+        if bundle is None:
+            state = self._download(state, repo, candidate, target_slot, staged)
+        self._apply(state, staged, candidate, target_slot)
+        return self._maybe_reboot(reboot, "installed", candidate.version)
+
+    def _take_bundle(self, repo: Repository, source: Path, staged: Path) -> Candidate:
+        """Copy a local bundle file to staged and return the signed target it is.
+
+        Whoever can write the file or its folder can put other bytes behind its path at
+        any moment (inotify says when hostd has read it), so it is opened once, never
+        through a link, and everything after reads only the private copy."""
+        candidates = self._candidates(repo)
+        name, architecture = self._image(self.policy())
+        try:
+            with open_untrusted(source) as handle:
+                size = os.fstat(handle.fileno()).st_size
+                self._check_room(staged.parent, size, f"a copy of {source.name}")
+                return copy_matching(
+                    handle, staged, candidates, f"{name}/{architecture}", source.name
+                )
+        except UnsafeFile as error:
+            raise Refused(str(error)) from None
+        except OSError as error:
+            raise Refused(f"cannot take {source}: {error}") from None
+
+    def _check_room(self, folder: Path, needed: int, what: str) -> None:
+        free = free_bytes(folder)
+        if needed + VAR_MARGIN > free:
+            raise Refused(
+                f"{folder} has {free} bytes free; {what} needs {needed} bytes, and hostd "
+                f"keeps {VAR_MARGIN} bytes spare on /var"
+            )
 
     def _download(
-        self, state: UpdateState, repo: Repository, candidate: Candidate, slot: str
-    ) -> tuple[UpdateState, Path]:
+        self, state: UpdateState, repo: Repository, candidate: Candidate, slot: str, dest: Path
+    ) -> UpdateState:
+        try:
+            self._check_room(dest.parent, candidate.length, f"the {candidate.version} bundle")
+        except Refused as error:
+            self._refuse(candidate.version, str(error))
+            raise
         state = self.store.transition(
             state,
             Phase.DOWNLOADING,
@@ -237,9 +315,8 @@ class Updater:
             progress={"total": candidate.length, "done": 0},
         )
         progress = Progress(self.store, state, candidate.length)
-        dest = self.paths.state_dir / Path(candidate.path).name
         try:
-            path = repo.download(candidate, dest, progress)
+            repo.download(candidate, dest, progress)
         except RepositoryRefused as error:
             self.store.finish(progress.state, "refused", candidate.version, str(error))
             raise Refused(str(error)) from None
@@ -247,7 +324,17 @@ class Updater:
             reason = f"download failed: {error}"
             self.store.finish(progress.state, "failed", candidate.version, reason)
             raise Refused(reason) from None
-        return progress.state, path
+        except Exception as error:
+            raise self._failed_unexpectedly(candidate.version, "the download", error) from error
+        return progress.state
+
+    def _failed_unexpectedly(self, version: str, step: str, error: Exception) -> Refused:
+        """Record a failure nobody foresaw (a bug, most likely) as the update's result, so
+        the state does not stay in flight; the journal gets the traceback."""
+        log.exception("%s of %s failed", step, version)
+        reason = f"{step} failed: {type(error).__name__}: {error}"
+        self._refuse(version, reason, result="failed")
+        return Refused(reason)
 
     def _apply(self, state: UpdateState, path: Path, candidate: Candidate, slot: str) -> None:
         """Check the bundle against this host, write it into slot, then make slot bootable."""
@@ -269,6 +356,8 @@ class Updater:
             # From disk: the step that failed may have persisted a newer state.
             self.store.finish(self.store.load(), "failed", version, reason)
             raise Refused(reason) from None
+        except Exception as error:
+            raise self._failed_unexpectedly(version, f"writing slot {slot}", error) from error
 
     def _write_slot(
         self, state: UpdateState, bundle: Bundle, version: str, slot: str
@@ -315,15 +404,16 @@ class Updater:
         self.store.transition(state, Phase.INSTALLED, progress={})
         self.store.record("installed", {"version": version, "slot": slot})
 
-    def _refuse(self, version: str, reason: str) -> None:
-        """Record a refusal; an update already installed and waiting stays installed."""
+    def _refuse(self, version: str, reason: str, result: str = "refused") -> None:
+        """Record a refusal (or failure); an update already installed and waiting stays
+        installed."""
         state = self.store.load()
         if state.phase in IN_FLIGHT:
-            self.store.finish(state, "refused", version, reason)
+            self.store.finish(state, result, version, reason)
             return
-        log.warning("update %s refused: %s", version or "-", reason)
-        self.store.record("refused", {"version": version, "reason": reason})
-        self.store.update(state, last_result=Result("refused", version, reason, time.time()))
+        log.warning("update %s %s: %s", version or "-", result, reason)
+        self.store.record(result, {"version": version, "reason": reason})
+        self.store.update(state, last_result=Result(result, version, reason, time.time()))
 
     def _maybe_reboot(self, asked: bool, result: str, version: str) -> dict[str, Any]:
         rebooting = asked or self.policy().may_reboot(datetime.now())
@@ -361,25 +451,37 @@ class Updater:
                     f"slot {other} holds {entry.version}, which failed on this host "
                     f"({state.failed_versions[entry.version]})"
                 )
-            current = self.esp.slot_entry(booted)
-            # The other entry gets a fresh counter, so if it no longer boots the host
-            # comes back here; the booted entry goes last (tries 0) but stays bootable.
-            fresh = bootentry.BootEntry(
-                self.release.name, entry.version, other, self._entry_cmdline(entry)
-            )
-            self.esp.write_entry(fresh)
-            if entry.filename != bootentry.entry_filename(entry.version, other):
-                self.esp.remove_entry(entry.filename)
-            if current is not None:
-                self.esp.mark_bad(current)
             reason = f"rolled back by the operator from {self.release.version} to {entry.version}"
             failed = {**state.failed_versions, self.release.version: reason}
-            self.store.finish(
-                state, "rolled-back", self.release.version, reason, failed_versions=failed
-            )
+            # Saved before the ESP changes: after a power cut between the two, the host
+            # boots the old version knowing that this one was left (or, with the switch
+            # not done, boots this one again, which nothing then reinstalls). Saved
+            # after, the scheduler would install this version again on the old one.
+            state = self.store.update(state, failed_versions=failed)
+            try:
+                self._switch_to(entry, booted)
+            except OSError as error:
+                why = f"rollback to {entry.version} failed on the ESP: {error}"
+                self.store.finish(state, "failed", self.release.version, why)
+                raise Refused(why) from None
+            self.store.finish(state, "rolled-back", self.release.version, reason)
             if reboot:
                 self.paths.reboot()
             return {"result": "rolled-back", "to": entry.version, "rebooting": reboot}
+
+    def _switch_to(self, entry: Entry, booted: str) -> None:
+        """Make entry (the other slot's) the one systemd-boot boots next."""
+        current = self.esp.slot_entry(booted)
+        # The other entry gets a fresh counter, so if it no longer boots the host
+        # comes back here; the booted entry goes last (tries 0) but stays bootable.
+        fresh = bootentry.BootEntry(
+            self.release.name, entry.version, entry.slot, self._entry_cmdline(entry)
+        )
+        self.esp.write_entry(fresh)
+        if entry.filename != bootentry.entry_filename(entry.version, entry.slot):
+            self.esp.remove_entry(entry.filename)
+        if current is not None:
+            self.esp.mark_bad(current)
 
     def _entry_cmdline(self, entry: Entry) -> tuple[str, ...]:
         """The extra command line words of an existing entry (after its slot words)."""
@@ -396,6 +498,15 @@ class Updater:
         """Bring the state in line with what booted: success, rollback or interruption."""
         with self.lock:
             state = self.store.load()
+            if state.phase == Phase.INSTALLING and self._entry_installed(state):
+                # The power went after the loader entry was written, before "installed"
+                # was saved. systemd-boot boots that entry, so the state follows it:
+                # else the version would run untracked, and once it failed, be
+                # installed again and again.
+                state = self.store.transition(state, Phase.INSTALLED, progress={})
+                self.store.record(
+                    "installed", {"version": state.target_version, "slot": state.target_slot}
+                )
             if state.phase in IN_FLIGHT:
                 reason = (
                     f"interrupted during {state.phase} (reboot or power loss); "
@@ -424,6 +535,12 @@ class Updater:
                 )
             return state
 
+    def _entry_installed(self, state: UpdateState) -> bool:
+        """Whether the target slot has the target version's loader entry: written last by
+        an install, after the slot's old entries were removed before writing it."""
+        entry = self.esp.slot_entry(state.target_slot)
+        return entry is not None and entry.version == state.target_version
+
     def _failure_reason(self, version: str) -> str:
         record = self.health_record()
         if record.get("version") == version and record.get("result") == "failed":
@@ -444,7 +561,7 @@ class Updater:
     # --- reporting -------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        state = self.reconcile()
+        state = self._state_now()
         booted = self.paths.booted_slot()
         other = slots.other_slot(booted)
         try:
@@ -474,8 +591,23 @@ class Updater:
             "progress": state.progress,
             "last_result": state.last_result.__dict__ if state.last_result else None,
             "failed_versions": state.failed_versions,
+            "warnings": [
+                f"signed target {path} skipped: {why}" for path, why in self.skipped_targets.items()
+            ],
             "policy": policy,
         }
+
+    def _state_now(self) -> UpdateState:
+        """The state for status, at once. During an update (which holds the lock for
+        minutes) it is the state the update last saved, phase and progress; state.json
+        is replaced atomically, so reading it without the lock is safe. Otherwise it is
+        reconciled with what booted, which takes the lock."""
+        if not self.lock.acquire(blocking=False):
+            return self.store.load()
+        try:
+            return self.reconcile()
+        finally:
+            self.lock.release()
 
     def history(self) -> list[dict[str, Any]]:
         return self.store.history()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import select
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -85,3 +89,98 @@ def test_status_text_names_a_failed_version() -> None:
     })  # fmt: skip
     assert "other:    slot b: 3.0.0 (bad)" in text
     assert "last:     rolled-back 3.0.0" in text
+
+
+# Bounded requests (issue 12, item 8), with raw clients on the socket.
+
+
+def raw_exchange(path: Path, request: bytes, wait: float = 5.0) -> bytes:
+    """Send request and read the answer until hostd closes the connection; a server that
+    holds on makes recv time out (TimeoutError), which fails the test."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(wait)
+        client.connect(str(path))
+        client.sendall(request)
+        answer = b""
+        while block := client.recv(65536):
+            answer += block
+    return answer
+
+
+def status_code(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1])
+
+
+@pytest.fixture
+def short_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(api, "READ_TIMEOUT", 0.5, raising=False)
+    monkeypatch.setattr(api, "REQUEST_DEADLINE", 1.5, raising=False)
+
+
+@pytest.mark.parametrize(
+    ("length", "status"), [("-1", 400), ("-100000", 400), (str(10**12), 413), ("ten", 400)]
+)
+def test_a_bad_content_length_is_answered_without_reading(
+    socket_path: tuple[Path, FakeUpdater], length: str, status: int
+) -> None:
+    path, updater = socket_path
+    request = f"POST /v1/rollback HTTP/1.1\r\nContent-Length: {length}\r\n\r\n"
+    answer = raw_exchange(path, request.encode() + b'{"reboot": false}')
+    assert status_code(answer) == status
+    assert b'"error"' in answer
+    assert updater.calls == []
+
+
+def test_a_body_over_the_limit_is_refused(socket_path: tuple[Path, FakeUpdater]) -> None:
+    path, updater = socket_path
+    body = json.dumps({"reboot": False, "pad": "x" * 70_000}).encode()
+    request = f"POST /v1/rollback HTTP/1.1\r\nContent-Length: {len(body)}\r\n\r\n"
+    assert status_code(raw_exchange(path, request.encode() + body)) == 413
+    assert updater.calls == []
+
+
+def test_a_client_that_stalls_after_the_headers_times_out(
+    short_timeouts: None, socket_path: tuple[Path, FakeUpdater]
+) -> None:
+    path, updater = socket_path
+    request = b'POST /v1/rollback HTTP/1.1\r\nContent-Length: 100\r\n\r\n{"reboot"'
+    started = time.monotonic()
+    assert status_code(raw_exchange(path, request)) == 408
+    assert time.monotonic() - started < 3
+    assert updater.calls == []
+
+
+def test_a_client_that_stalls_in_the_headers_is_disconnected(
+    short_timeouts: None, socket_path: tuple[Path, FakeUpdater]
+) -> None:
+    path, _ = socket_path
+    started = time.monotonic()
+    assert raw_exchange(path, b"GET /v1/status HTTP/1.1\r\nHost: x\r\n") == b""
+    assert time.monotonic() - started < 3
+
+
+def test_a_client_that_trickles_its_request_is_cut_off(
+    short_timeouts: None, socket_path: tuple[Path, FakeUpdater]
+) -> None:
+    # A byte every 0.1 s passes every read timeout (0.5 s); only a deadline for the
+    # whole request (1.5 s) ends it. A request cut short must not be carried out.
+    path, updater = socket_path
+    rest = b'Content-Type: application/json\r\nContent-Length: 17\r\n\r\n{"reboot": false}'
+    started = time.monotonic()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(5)
+        client.connect(str(path))
+        client.sendall(b"POST /v1/rollback HTTP/1.1\r\n")
+        for byte in rest:
+            try:
+                client.sendall(bytes([byte]))
+            except OSError:  # hostd stopped reading
+                break
+            if select.select([client], [], [], 0.1)[0]:
+                break  # hostd answered
+        answer = b""
+        while block := client.recv(65536):
+            answer += block
+    assert time.monotonic() - started < 4
+    assert status_code(answer) == 408
+    assert updater.calls == []

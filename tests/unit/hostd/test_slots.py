@@ -3,15 +3,18 @@ zstd root image into a slot with verification."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import subprocess
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 
 from hostd.formats.bundle import BundleError, Part
 from hostd.slots import SlotError, booted_slot, read_back_sha256, read_release, write_compressed
+from tests.unit.hostd.hosts import bounded
 
 
 def mountinfo_for(device: Path) -> str:
@@ -99,3 +102,92 @@ def test_corrupt_zstd_is_reported(tmp_path: Path) -> None:
     part = Part("root.erofs.zst", "zstd", 10, "0" * 64)
     with pytest.raises(SlotError, match="zstd failed"):
         write_compressed(slot, [b"this is not zstd"], part)
+
+
+# A failing slot write (issue 12, item 2): zstd must be ended and the call must return,
+# whatever failed. The data is incompressible and larger than both pipes, so zstd and
+# the thread feeding it block once nobody reads zstd's output.
+BIG = 8 * 1024 * 1024
+
+
+class RecordedPopen(subprocess.Popen[bytes]):
+    started: ClassVar[list[subprocess.Popen[bytes]]] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if "-dc" in self.args:  # type: ignore[operator]
+            self.started.append(self)
+
+
+@pytest.fixture
+def zstd_processes(monkeypatch: pytest.MonkeyPatch) -> list[subprocess.Popen[bytes]]:
+    """The decompressing zstd processes started (by write_compressed) from now on."""
+    started: list[subprocess.Popen[bytes]] = []
+    monkeypatch.setattr(RecordedPopen, "started", started)
+    monkeypatch.setattr(subprocess, "Popen", RecordedPopen)
+    return started
+
+
+def failing_writes(monkeypatch: pytest.MonkeyPatch, device: Path, after: int, error: int) -> None:
+    """Writes to device fail with errno error once after bytes went to it, like a disk
+    going bad (EIO) or a thin volume running out (ENOSPC)."""
+    real = os.write
+    target = str(device.resolve())
+    written = 0
+
+    def write(fd: int, data: Any) -> int:
+        nonlocal written
+        if os.readlink(f"/proc/self/fd/{fd}") == target:
+            if written + len(data) > after:
+                raise OSError(error, os.strerror(error))
+            written += len(data)
+        return real(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+
+
+def big_image() -> tuple[bytes, Part]:
+    data = os.urandom(BIG)
+    return compressed(data), Part("root.erofs.zst", "zstd", BIG, hashlib.sha256(data).hexdigest())
+
+
+@pytest.mark.parametrize("error", [errno.EIO, errno.ENOSPC])
+def test_a_slot_whose_writes_fail_ends_zstd_and_reports(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    zstd_processes: list[subprocess.Popen[bytes]],
+    error: int,
+) -> None:
+    image, part = big_image()
+    slot = tmp_path / "root-b"
+    slot.write_bytes(b"\0" * (2 * BIG))
+    failing_writes(monkeypatch, slot, after=1024 * 1024, error=error)
+    with pytest.raises(OSError) as raised:
+        bounded(lambda: write_compressed(slot, [image], part), 30)
+    assert raised.value.errno == error
+    assert [p.poll() is not None for p in zstd_processes] == [True]
+
+
+def test_a_full_device_ends_zstd_and_reports(
+    zstd_processes: list[subprocess.Popen[bytes]],
+) -> None:
+    image, part = big_image()
+    with pytest.raises(OSError) as raised:  # /dev/full: every write is ENOSPC
+        bounded(lambda: write_compressed(Path("/dev/full"), [image], part), 30)
+    assert raised.value.errno == errno.ENOSPC
+    assert [p.poll() is not None for p in zstd_processes] == [True]
+
+
+def test_a_progress_callback_that_raises_ends_zstd(
+    tmp_path: Path, zstd_processes: list[subprocess.Popen[bytes]]
+) -> None:
+    image, part = big_image()
+    slot = tmp_path / "root-b"
+    slot.write_bytes(b"\0" * (2 * BIG))
+
+    def progress(done: int) -> None:
+        raise RuntimeError("the state file could not be saved")
+
+    with pytest.raises(RuntimeError, match="could not be saved"):
+        bounded(lambda: write_compressed(slot, [image], part, progress), 30)
+    assert [p.poll() is not None for p in zstd_processes] == [True]

@@ -4,110 +4,17 @@ slot byte for byte as it was."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 import tarfile
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from composer.build import bundle
 from composer.publish import keys, repository
-from hostd.formats import bootentry
-from hostd.policy import Policy
-from hostd.updater import HostPaths, Refused, Updater
-
-SLOT_SIZE = 4 * 1024 * 1024
-
-
-def make_bundle(
-    work: Path, version: str, *, name: str = "docker-host", root_size: int = 65536
-) -> Path:
-    payload = work / f"payload-{version}"
-    payload.mkdir(parents=True)
-    files = {
-        "root": ("root.erofs", os.urandom(root_size)),
-        "kernel": ("vmlinuz", f"kernel {version}".encode()),
-        "initrd": ("initrd.img", f"initrd {version}".encode()),
-    }
-    records = {}
-    for role, (filename, data) in files.items():
-        (payload / filename).write_bytes(data)
-        records[role] = {
-            "file": filename,
-            "size": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(),
-        }
-    (payload / "payload.json").write_text(json.dumps({
-        "format": 1, "name": name, "version": version, "architecture": "x86-64",
-        "kernel_version": "6.1.0-test", "cmdline": ["console=ttyS0", "panic=10"], "files": records,
-    }))  # fmt: skip
-    return bundle.write_bundle(payload, work / f"bundle-{version}")
-
-
-@dataclass
-class Host:
-    root: Path
-    updater: Updater
-    repo: Path
-    keys: Path
-    reboots: list[str]
-
-    def slot_digest(self, slot: str) -> str:
-        return hashlib.sha256((self.root / f"dev/root-{slot}").read_bytes()).hexdigest()
-
-    def publish(self, version: str, **kwargs: object) -> Path:
-        path = make_bundle(self.root / "work", version, **kwargs)  # type: ignore[arg-type]
-        repository.publish(self.repo, path, self.keys)
-        return path
-
-
-@pytest.fixture
-def host(tmp_path: Path) -> Host:
-    keys.generate_keys(tmp_path / "keys")
-    dev = tmp_path / "dev"
-    dev.mkdir()
-    for slot in "ab":
-        (dev / f"root-{slot}").write_bytes(b"\0" * SLOT_SIZE)
-    esp = tmp_path / "esp"
-    bootentry_a = bootentry.BootEntry("docker-host", "1.0.0", "a", ("console=ttyS0",))
-    (esp / "loader/entries").mkdir(parents=True)
-    (esp / "loader/entries/keel-1.0.0-a.conf").write_text(bootentry_a.render())
-    (tmp_path / "release").write_text(
-        "KEEL_IMAGE_NAME=docker-host\nKEEL_IMAGE_VERSION=1.0.0\nKEEL_ARCHITECTURE=x86-64\n"
-    )
-    repo = tmp_path / "repo"
-    reboots: list[str] = []
-    booted = {"slot": "a"}
-    paths = HostPaths(
-        state_dir=tmp_path / "state",
-        esp=esp,
-        partlabels=dev,
-        release=tmp_path / "release",
-        trust_root=tmp_path / "keys/root.json",
-        tuf_cache=tmp_path / "state/tuf",
-        booted_slot=lambda: booted["slot"],
-        reboot=lambda: reboots.append("reboot"),
-        policy=lambda: Policy(repository=f"file://{repo}"),
-    )
-    return Host(tmp_path, Updater(paths), repo, tmp_path / "keys", reboots)
-
-
-def boot(host: Host, slot: str, version: str) -> None:
-    """What a reboot changes for hostd: the booted slot and /usr/lib/keel/release."""
-    host.updater.paths.booted_slot = lambda: slot
-    (host.root / "release").write_text(
-        f"KEEL_IMAGE_NAME=docker-host\nKEEL_IMAGE_VERSION={version}\nKEEL_ARCHITECTURE=x86-64\n"
-    )
-    host.updater = Updater(host.updater.paths)
-
-
-def entries(host: Host) -> list[str]:
-    return sorted(p.name for p in (host.root / "esp/loader/entries").iterdir())
+from hostd.updater import Refused
+from tests.unit.hostd.hosts import SLOT_SIZE, Host, boot, entries, make_bundle
 
 
 def test_update_writes_the_inactive_slot_then_the_entry(host: Host) -> None:

@@ -119,7 +119,9 @@ def write_bundle(payload_dir: Path, dest_dir: Path) -> Path:
             sources[member] = source
         partial = Path(scratch) / dest.name
         with tarfile.open(partial, "w", format=tarfile.USTAR_FORMAT) as tar:
-            tar.addfile(_tar_entry(bundle_format.MANIFEST_MEMBER, len(encoded)), io.BytesIO(encoded))
+            tar.addfile(
+                _tar_entry(bundle_format.MANIFEST_MEMBER, len(encoded)), io.BytesIO(encoded)
+            )
             for member, source in sources.items():
                 with source.open("rb") as handle:
                     tar.addfile(_tar_entry(member, source.stat().st_size), handle)

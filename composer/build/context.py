@@ -124,9 +124,7 @@ class BuildContext:
     @property
     def bundle(self) -> Path:
         defn = self.definition
-        return self.bundle_dir / bundle_file_name(
-            defn.name, defn.version, defn.debian.architecture
-        )
+        return self.bundle_dir / bundle_file_name(defn.name, defn.version, defn.debian.architecture)
 
     @property
     def docker_tls_client_dir(self) -> Path:

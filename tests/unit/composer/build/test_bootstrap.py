@@ -9,7 +9,6 @@ import pytest
 from composer.build import bootstrap
 from composer.core.errors import KeelError
 from composer.definition.model import ImageDefinition
-
 from tests.unit.conftest import Project
 
 
@@ -103,7 +102,9 @@ def _module_tree(tmp_path: Path) -> tuple[Path, Path]:
     return root, outside
 
 
-def _run_hook(defn: ImageDefinition, root: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def _run_hook(
+    defn: ImageDefinition, root: Path, tmp_path: Path
+) -> subprocess.CompletedProcess[str]:
     path = f"{tmp_path / 'bin'}:{os.environ['PATH']}"
     return subprocess.run(
         ["sh", "-c", bootstrap._prune_modules_hook(defn), "exec", str(root)],

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from composer.build import bundle
-from composer.core.errors import KeelError
 from composer.build.manifest import file_record
+from composer.core.errors import KeelError
 from hostd.formats.bundle import Part
 
 

@@ -8,7 +8,6 @@ import pytest
 from composer.build import bootstrap, capacity, context, pipeline
 from composer.core.errors import KeelError
 from hostd.formats.sizes import MIB
-
 from tests.unit.conftest import Project
 
 

@@ -20,9 +20,7 @@ from tests.unit.conftest import Project
 UNIT = "keel-debug-shell.service"
 
 
-def build_tree(
-    project: Project, minimal: Callable[[str], str], tree: Path, extra: str
-) -> Path:
+def build_tree(project: Project, minimal: Callable[[str], str], tree: Path, extra: str) -> Path:
     """The overlay steps on a tree: base's files, then the debug shell's step."""
     shutil.copytree(OVERLAYS_DIR / "base", project.overlays / "base", symlinks=True)
     defn = project.load(minimal("overlays: [{source: base}]\n" + extra))
@@ -64,7 +62,9 @@ def test_on_installs_and_enables_it(
     ]
     assert UNIT in presets.enabled_units(tree)
     text = (tree / "usr/lib/systemd/system" / UNIT).read_text()
-    assert "ConditionPathExists=/sys/firmware/qemu_fw_cfg/by_name/opt/org.keel/debug-shell/raw" in text
+    assert (
+        "ConditionPathExists=/sys/firmware/qemu_fw_cfg/by_name/opt/org.keel/debug-shell/raw" in text
+    )
 
 
 @pytest.mark.parametrize(

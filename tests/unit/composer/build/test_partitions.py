@@ -1,6 +1,5 @@
 import pytest
 
-from composer.definition.model import Partitions
 from composer.build.partitions import (
     ESP_TYPE,
     MIB,
@@ -9,6 +8,7 @@ from composer.build.partitions import (
     plan_disk,
     sfdisk_script,
 )
+from composer.definition.model import Partitions
 
 SIZES = Partitions(esp=128 * MIB, root=640 * MIB, var=1024 * MIB)
 

@@ -16,8 +16,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from composer.build import bundle, privatekeys
 from composer.build.manifest import file_record
-from composer.build.privatekeys import Finding, keys_in, scan_bundle, scan_erofs, scan_initrd
-from composer.build.privatekeys import scan_tree
+from composer.build.privatekeys import (
+    Finding,
+    keys_in,
+    scan_bundle,
+    scan_erofs,
+    scan_initrd,
+    scan_tree,
+)
 from composer.core.errors import KeelError
 
 EC_KEY = ec.generate_private_key(ec.SECP256R1())

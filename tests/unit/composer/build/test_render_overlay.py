@@ -3,10 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from composer.core.errors import KeelError
 from composer.build.overlay import apply_overlays
 from composer.build.render import render_templates
-
+from composer.core.errors import KeelError
 from tests.unit.conftest import Project
 
 

@@ -14,13 +14,17 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from composer.build.runtime.containers import docker_run_argv, go_duration, install_containers, unit_dropin
+from composer.build.runtime.containers import (
+    docker_run_argv,
+    go_duration,
+    install_containers,
+    unit_dropin,
+)
 from composer.build.runtime.dockertls import install_tls
+from composer.build.runtime.provisioning import bake_config
 from composer.core.errors import KeelError
 from composer.definition.model import ContainerService, HealthCheck
-from composer.build.runtime.provisioning import bake_config
 from hostd import containers as loader
-
 from tests.unit.conftest import Project
 
 SERVICE = ContainerService(

@@ -104,7 +104,9 @@ def test_a_client_pinning_the_host_gets_in_and_nothing_else_does(
         assert handshake(port, host / "server-cert.pem", client) == "ok"
         # The pin is the host's own certificate: another machine's, or the build's CA,
         # vouches for nothing.
-        assert "CERTIFICATE_VERIFY_FAILED" in handshake(port, other_host / "server-cert.pem", client)
+        assert "CERTIFICATE_VERIFY_FAILED" in handshake(
+            port, other_host / "server-cert.pem", client
+        )
         assert "CERTIFICATE_VERIFY_FAILED" in handshake(port, client / CLIENT_CA, client)
         # And the host lets in only clients with a certificate from the client CA.
         assert handshake(port, host / "server-cert.pem", None) != "ok"
@@ -168,7 +170,7 @@ def dockerd_like_server(server: Path, client_ca: Path) -> Iterator[int]:
 
 
 def handshake(port: int, pinned: Path, client: Path | None) -> str:
-    """"ok", or why the connection failed, for a client that trusts only pinned."""
+    """ "ok", or why the connection failed, for a client that trusts only pinned."""
     context = ssl.create_default_context(cafile=str(pinned))
     # What Python 3.13 does by default; stricter than Go's checks in the docker CLI.
     context.verify_flags |= ssl.VERIFY_X509_STRICT

@@ -21,7 +21,6 @@ from composer.build.pipeline import STEPS
 from composer.build.runtime.provisioning import BAKED_CONFIG
 from composer.core.progress import Progress
 from composer.definition.model import ImageDefinition
-
 from tests.unit.conftest import Project
 
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHb0 ops@laptop"
@@ -112,7 +111,10 @@ def test_baked_config_is_readable_by_root_only(
 
 
 def test_clean_baked_config_gives_no_warning(
-    project: Project, minimal: Callable[[str], str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    project: Project,
+    minimal: Callable[[str], str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     defn = load_with_config(project, minimal, "host.bu", CLEAN_BUTANE)
     run_bake_step(defn, tmp_path / "out")
@@ -195,7 +197,10 @@ def test_baked_private_key_is_warned_about_by_field_and_line(
 
 
 def test_private_key_from_a_local_file_is_warned_about(
-    project: Project, minimal: Callable[[str], str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    project: Project,
+    minimal: Callable[[str], str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     (project.images / "server.key").write_bytes(pkcs8_private_key())
     butane = (

@@ -10,6 +10,7 @@ from importlib.metadata import version
 from composer.build import cli as build_cli
 from composer.core.errors import KeelError
 from composer.core.verbs import VerbGroup, listing
+from composer.provisioning import cli as provisioning_cli
 from composer.publish import cli as publish_cli
 from composer.vm import cli as vm_cli
 
@@ -17,6 +18,7 @@ PHASES = (
     ("build", build_cli.register),
     ("publish", publish_cli.register),
     ("run", vm_cli.register),
+    ("provisioning", provisioning_cli.register),
 )
 
 

@@ -7,7 +7,10 @@ then a config baked into the image by the composer.
 
 The whole config is validated before anything is written (hostd/ignition/). A config
 that fails leaves the machine booting: the reason goes to the console and the journal
-and into the state file, and nothing of it is applied."""
+and into the state file, and nothing of it is applied. Whatever goes wrong, even a bug
+(an unexpected exception while applying), is caught, logged and recorded the same
+way: main() never raises, and the state file stops a failed config from being
+retried blindly on every boot."""
 
 from __future__ import annotations
 
@@ -16,12 +19,14 @@ import json
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
-from hostd.files import write_atomically
 from hostd.ignition.apply import apply_config
 from hostd.ignition.config import Config, ConfigError, parse_config
+from hostd.ignition.document import MAX_CONFIG_BYTES
+from hostd.ignition.safefs import Root
 
 FW_CFG = "sys/firmware/qemu_fw_cfg/by_name"
 CONFIG_SOURCES = (
@@ -43,14 +48,26 @@ def say(message: str) -> None:
 def find_config(root: Path) -> tuple[str, bytes] | None:
     for source in CONFIG_SOURCES:
         try:
-            return f"/{source}", (root / source).read_bytes()
+            with (root / source).open("rb") as handle:
+                # One byte over the limit is enough for parse_config to refuse it.
+                return f"/{source}", handle.read(MAX_CONFIG_BYTES + 1)
         except OSError:
             continue
     return None
 
 
 def write_state(root: Path, state: dict[str, Any]) -> None:
-    write_atomically(root / STATE_FILE, (json.dumps(state, indent=2) + "\n").encode())
+    """Atomically, through descriptors: a link at or above it is never followed."""
+    data = (json.dumps(state, indent=2) + "\n").encode()
+    with Root(root) as fs:
+        fs.write_file(f"/{STATE_FILE}", data, 0o644)
+
+
+def _record(root: Path, state: dict[str, Any]) -> None:
+    try:
+        write_state(root, state)
+    except Exception as error:  # keep booting; the journal has the reason
+        say(f"could not write /{STATE_FILE}: {error}")
 
 
 def _activate(config: Config) -> None:
@@ -62,7 +79,7 @@ def _activate(config: Config) -> None:
     for unit in config.units:
         if unit.enabled and not unit.name.rpartition(".")[0].endswith("@"):
             say(f"starting {unit.name}")
-            subprocess.run(["systemctl", "start", "--no-block", unit.name], check=False)
+            subprocess.run(["systemctl", "start", "--no-block", "--", unit.name], check=False)
 
 
 def provision(root: Path = Path("/"), live: bool = False) -> dict[str, Any]:
@@ -72,7 +89,7 @@ def provision(root: Path = Path("/"), live: bool = False) -> dict[str, Any]:
     if found is None:
         say("no provisioning config found; nothing to apply")
         state.update(result="none")
-        write_state(root, state)
+        _record(root, state)
         return state
     source, raw = found
     state.update(source=source, sha256=hashlib.sha256(raw).hexdigest())
@@ -82,13 +99,16 @@ def provision(root: Path = Path("/"), live: bool = False) -> dict[str, Any]:
     except ConfigError as error:
         say(f"config from {source} was NOT applied (nothing of it was): {error}")
         state.update(result="failed", error=str(error))
-        write_state(root, state)
+        _record(root, state)
         return state
-    except (OSError, subprocess.SubprocessError) as error:
-        # Validation passed but the machine refused a write: say so, keep booting.
-        say(f"config from {source} failed while applying: {error}")
-        state.update(result="failed", error=str(error))
-        write_state(root, state)
+    except Exception as error:
+        # Validation passed but the machine refused a write, or a bug: say so, keep
+        # booting, and record it so it is not retried blindly on every boot.
+        say(f"config from {source} failed while applying: {type(error).__name__}: {error}")
+        for line in traceback.format_exc().splitlines():
+            say(line)
+        state.update(result="failed", error=f"{type(error).__name__}: {error}")
+        _record(root, state)
         return state
     for line in log:
         say(line)
@@ -99,9 +119,12 @@ def provision(root: Path = Path("/"), live: bool = False) -> dict[str, Any]:
         users=[u.name for u in config.users],
         changes=log,
     )
-    write_state(root, state)
+    _record(root, state)
     if live:
-        _activate(config)
+        try:
+            _activate(config)
+        except Exception as error:  # applied and recorded; starting is best effort
+            say(f"could not start the units: {error}")
     return state
 
 
@@ -114,7 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         parser = argparse.ArgumentParser(prog="keel-provision", description=__doc__)
         parser.add_argument("--root", type=Path, default=root, help="apply under this root")
         root = parser.parse_args(argv).root
-    provision(root, live=root == Path("/"))
+    try:
+        provision(root, live=root == Path("/"))
+    except Exception as error:  # e.g. an unreadable root; never fail the boot
+        say(f"provisioning failed: {type(error).__name__}: {error}")
     # Always 0: a bad config must not fail the boot; the reason is logged and kept.
     return 0
 

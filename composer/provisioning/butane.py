@@ -1,11 +1,12 @@
-"""Butane YAML -> Ignition JSON, for the subset Keel's provisioner applies.
+"""Butane YAML -> Ignition JSON, as the butane tool writes it.
 
-Variants and the Ignition spec each version produces, as the butane tool maps them:
-fcos 1.0.0-1.5.0 (3.0.0, 3.1.0, 3.2.0, 3.2.0, 3.3.0, 3.4.0), flatcar 1.0.0-1.1.0
-(3.3.0, 3.4.0) and Keel's own variant keel 1.0.0 (3.4.0). Literal and local contents
-become data: URLs in `contents.source`, as butane writes them (without its optional
-gzip compression), so the output is plain upstream Ignition. Any other field is
-refused by name, with the line of the Butane file."""
+The pieces: yaml12 reads the YAML like butane's parser (and safely), variants knows
+which variant/version gives which Ignition spec, schema lists the fields, translate
+walks the tree and sources makes data: URLs and reads the files directory.
+
+Two entry points: butane() gives exactly what `butane` prints (`keel butane`), and
+translate() gives the config Keel delivers to a host, checked by the host's own
+parser (hostd.ignition.config.parse_config) on the build machine."""
 
 from __future__ import annotations
 
@@ -14,101 +15,123 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from composer.core.errors import KeelError
+from composer.provisioning import yaml12
+from composer.provisioning.translate import to_json, translate_tree
+from composer.provisioning.variants import IGNITION_FOR, SPECS, supported
 from hostd.ignition.config import ConfigError, parse_config
-from hostd.ignition.dataurl import encode_data_url
 
-IGNITION_FOR = {
-    ("fcos", "1.0.0"): "3.0.0",
-    ("fcos", "1.1.0"): "3.1.0",
-    ("fcos", "1.2.0"): "3.2.0",
-    ("fcos", "1.3.0"): "3.2.0",
-    ("fcos", "1.4.0"): "3.3.0",
-    ("fcos", "1.5.0"): "3.4.0",
-    ("flatcar", "1.0.0"): "3.3.0",
-    ("flatcar", "1.1.0"): "3.4.0",
-    ("keel", "1.0.0"): "3.4.0",
-}
-
-_OWNER = {"id": "id", "name": "name"}
-_CONTENTS = {"inline": None, "local": None, "source": "source"}
-_NODE = {"path": "path", "overwrite": "overwrite", "user": _OWNER, "group": _OWNER}
-
-# Butane field -> Ignition field name, or a nested table; None: handled specially.
-FIELDS: dict[str, Any] = {
-    "variant": None,
-    "version": None,
-    "passwd": {
-        "users": [
-            {
-                "name": "name",
-                "ssh_authorized_keys": "sshAuthorizedKeys",
-                "groups": "groups",
-                "password_hash": "passwordHash",
-            }
-        ]
-    },
-    "storage": {
-        "files": [{**_NODE, "mode": "mode", "contents": _CONTENTS, "append": [_CONTENTS]}],
-        "directories": [{**_NODE, "mode": "mode"}],
-        "links": [{**_NODE, "target": "target", "hard": "hard"}],
-    },
-    "systemd": {
-        "units": [
-            {
-                "name": "name",
-                "enabled": "enabled",
-                "mask": "mask",
-                "contents": "contents",
-                "dropins": [{"name": "name", "contents": "contents"}],
-            }
-        ]
-    },
-}
+__all__ = [
+    "IGNITION_FOR",
+    "SPECS",
+    "ButaneError",
+    "Translation",
+    "butane",
+    "ignition_from_file",
+    "looks_like_butane",
+    "supported",
+    "translate",
+    "translate_file",
+]
 
 
 class ButaneError(KeelError):
-    pass
+    """Every problem of a Butane config, one per line, each with file and line."""
+
+    def __init__(self, problems: list[str], hint: str | None = None):
+        super().__init__("\n".join(problems), hint=hint)
+        self.problems = problems
 
 
 @dataclass(frozen=True)
-class _Source:
-    name: str  # for messages
-    lines: dict[str, int]  # dotted field path -> line
-    files_dir: Path | None
+class Translation:
+    config: dict[str, Any]
+    warnings: list[str]
 
-    def where(self, path: str) -> str:
-        parts = path.split(".")
-        while parts and ".".join(parts) not in self.lines:
-            parts.pop()
-        line = self.lines.get(".".join(parts))
-        return f"{self.name}:{line}" if line else self.name
+    def json(self, *, pretty: bool = False) -> bytes:
+        return to_json(self.config, pretty=pretty)
 
 
-def _field_lines(text: str) -> dict[str, int]:
-    """Dotted paths (list items as numbers) -> 1-based line of the key."""
-    found: dict[str, int] = {}
-
-    def walk(node: yaml.Node, path: str) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                child = f"{path}.{key.value}" if path else str(key.value)
-                found[child] = key.start_mark.line + 1
-                walk(value, child)
-        elif isinstance(node, yaml.SequenceNode):
-            for index, item in enumerate(node.value):
-                found[f"{path}.{index}"] = item.start_mark.line + 1
-                walk(item, f"{path}.{index}")
-
+def butane(
+    source: str | bytes,
+    *,
+    name: str = "<butane>",
+    files_dir: Path | None = None,
+    strict: bool = False,
+    auto_compression: bool = True,
+) -> Translation:
+    """The Ignition config butane makes of source; ButaneError lists every problem."""
     try:
-        root = yaml.compose(text)
-    except yaml.YAMLError:
-        return found
-    if root is not None:
-        walk(root, "")
-    return found
+        text = yaml12.decode(source, name) if isinstance(source, bytes) else source
+        root = yaml12.load(text, name)
+    except yaml12.YamlError as error:
+        raise ButaneError(error.problems) from None
+    outcome = translate_tree(root, name, files_dir, auto_compression=auto_compression)
+    if outcome.config is None:
+        raise ButaneError(outcome.errors)
+    if strict and outcome.warnings:
+        raise ButaneError(
+            outcome.warnings, hint="the config produced warnings and --strict was given"
+        )
+    return Translation(outcome.config, outcome.warnings)
+
+
+def _strip_empty_compression(config: dict[str, Any]) -> dict[str, Any]:
+    """`"compression": ""` means none; dropped for a host whose parser predates it."""
+    text = json.dumps(config)
+    data: dict[str, Any] = json.loads(text)
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            if value.get("compression") == "":
+                del value["compression"]
+            for child in value.values():
+                walk(child)
+        elif isinstance(value, list):
+            for child in value:
+                walk(child)
+
+    walk(data)
+    return data
+
+
+def host_config(
+    source: str | bytes, *, name: str = "<butane>", files_dir: Path | None = None
+) -> bytes:
+    """Butane's output as a Keel host parses it, refused here if the host would refuse it.
+
+    Butane's exact output first. If the host's parser refuses it, the same config
+    without automatic gzip and without empty compression fields (both mean the same
+    contents) is tried: a host that cannot yet decompress still gets every file."""
+    exact = butane(source, name=name, files_dir=files_dir).json(pretty=True)
+    try:
+        parse_config(exact)
+        return exact
+    except ConfigError as error:
+        first = error
+    plain = butane(source, name=name, files_dir=files_dir, auto_compression=False)
+    simpler = to_json(_strip_empty_compression(plain.config), pretty=True)
+    try:
+        parse_config(simpler)
+    except ConfigError:
+        raise ButaneError([f"{name}: {first}"]) from None
+    return simpler
+
+
+def translate(text: str, *, name: str = "<butane>", files_dir: Path | None = None) -> bytes:
+    """Ignition JSON for a Butane document, as delivered to a host (see host_config)."""
+    return host_config(text, name=name, files_dir=files_dir)
+
+
+def translate_file(path: Path, files_dir: Path | None = None) -> bytes:
+    return host_config(_read(path), name=str(path), files_dir=files_dir or path.parent)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise KeelError(f"{path}: cannot read: {error.strerror}") from None
 
 
 def looks_like_butane(data: bytes) -> bool:
@@ -116,122 +139,18 @@ def looks_like_butane(data: bytes) -> bool:
     try:
         json.loads(data)
         return False
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         pass
     try:
-        document = yaml.safe_load(data)
-    except yaml.YAMLError:
+        root = yaml12.load(yaml12.decode(data, "config"), "config")
+    except (yaml12.YamlError, RecursionError):
         return False
-    return isinstance(document, dict) and "variant" in document
-
-
-def _contents(value: dict[str, Any], path: str, src: _Source) -> dict[str, Any]:
-    given = [key for key in ("inline", "local", "source") if value.get(key) is not None]
-    if len(given) > 1:
-        raise ButaneError(f"{src.where(path)}: {path} has {' and '.join(given)}; give only one")
-    if not given:
-        return {}
-    key = given[0]
-    if key == "source":
-        return {"source": value["source"]}
-    if key == "inline":
-        return {"source": encode_data_url(str(value["inline"]).encode())}
-    return {"source": encode_data_url(_read_local(str(value["local"]), path, src))}
-
-
-def _read_local(name: str, path: str, src: _Source) -> bytes:
-    if src.files_dir is None:
-        raise ButaneError(
-            f"{src.where(path)}: {path}.local needs a files directory",
-            hint="pass the Butane file by path (keel run --config FILE), or use inline",
-        )
-    local = (src.files_dir / name).resolve()
-    if Path(name).is_absolute() or not local.is_relative_to(src.files_dir.resolve()):
-        raise ButaneError(
-            f"{src.where(path)}: {path}.local is {name!r}, outside the files directory "
-            f"{src.files_dir}"
-        )
-    try:
-        return local.read_bytes()
-    except OSError as error:
-        raise ButaneError(f"{src.where(path)}: {path}.local: cannot read {local}: "
-                          f"{error.strerror}") from None  # fmt: skip
-
-
-def _translate(value: Any, table: Any, path: str, src: _Source) -> Any:
-    if isinstance(table, list):
-        if not isinstance(value, list):
-            raise ButaneError(f"{src.where(path)}: {path} must be a list")
-        return [_translate(item, table[0], f"{path}.{i}", src) for i, item in enumerate(value)]
-    if table is _CONTENTS:
-        if not isinstance(value, dict):
-            raise ButaneError(f"{src.where(path)}: {path} must be a mapping")
-        _refuse_unknown(value, table, path, src)
-        return _contents(value, path, src)
-    if isinstance(table, dict):
-        if not isinstance(value, dict):
-            raise ButaneError(f"{src.where(path)}: {path} must be a mapping")
-        _refuse_unknown(value, table, path, src)
-        out = {}
-        for key, child in value.items():
-            if child is None:
-                continue
-            target = table[key]
-            name = target if isinstance(target, str) else key
-            out[name] = _translate(child, target, f"{path}.{key}" if path else key, src)
-        return out
-    return value
-
-
-def _refuse_unknown(value: dict[str, Any], table: dict[str, Any], path: str, src: _Source) -> None:
-    for key in value:
-        if key not in table:
-            field = f"{path}.{key}" if path else str(key)
-            raise ButaneError(
-                f"{src.where(field)}: unsupported Butane field {field!r}",
-                hint="Keel translates passwd.users, storage.files/directories/links and "
-                "systemd.units (see docs/provisioning.md)",
-            )
-
-
-def translate(text: str, *, name: str = "<butane>", files_dir: Path | None = None) -> bytes:
-    """Ignition JSON for a Butane document; ButaneError names the field and line."""
-    src = _Source(name, _field_lines(text), files_dir)
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ButaneError(f"{name}: not valid YAML: {error}") from None
-    if not isinstance(document, dict):
-        raise ButaneError(f"{name}: a Butane config is a mapping with variant and version")
-    variant, version = document.get("variant"), str(document.get("version"))
-    ignition_version = IGNITION_FOR.get((str(variant), version))
-    if ignition_version is None:
-        known = ", ".join(f"{v} {n}" for v, n in IGNITION_FOR)
-        raise ButaneError(
-            f"{src.where('variant')}: variant {variant!r} version {version!r} is not supported",
-            hint=f"supported: {known}",
-        )
-    body = _translate(document, FIELDS, "", src)
-    body.pop("variant", None)
-    body.pop("version", None)
-    config = {"ignition": {"version": ignition_version}, **body}
-    data = (json.dumps(config, indent=2) + "\n").encode()
-    try:
-        parse_config(data)  # the same checks the host makes, now rather than at boot
-    except ConfigError as error:
-        raise ButaneError(f"{name}: {error}") from None
-    return data
-
-
-def translate_file(path: Path, files_dir: Path | None = None) -> bytes:
-    return translate(
-        path.read_text(), name=str(path), files_dir=files_dir if files_dir else path.parent
-    )
+    return isinstance(root, yaml12.Mapping) and any(k == "variant" for k, _, _ in root.items)
 
 
 def ignition_from_file(path: Path) -> bytes:
     """A provisioning config file (Ignition JSON or Butane YAML) as validated Ignition."""
-    data = path.read_bytes()
+    data = _read(path)
     if looks_like_butane(data):
         return translate_file(path)
     try:

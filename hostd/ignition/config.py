@@ -1,100 +1,41 @@
-"""Parse and validate an Ignition config (spec 3.0.0 to 3.4.0) as a whole.
+"""Parse and validate an Ignition config (spec 3.0.0 to 3.5.0) as a whole.
 
-Every field this implementation applies is listed in FIELDS; any other field is
-refused by name (an ignored field would be a silent surprise on a fleet). All checks
-that need no machine state happen here, so a bad config is refused before anything
-is written."""
+Every field this implementation applies is listed in schema.FIELDS; any other field is
+refused by name, with the reason (an ignored field would be a silent surprise on a
+fleet). All checks that need no machine state happen here, so a bad config is refused
+before anything is written; apply.check() adds those that need the machine."""
 
 from __future__ import annotations
 
-import json
-import posixpath
 from dataclasses import dataclass
 from typing import Any
 
-from hostd.ignition.dataurl import DataUrlError, decode_data_url
-
-SUPPORTED_VERSIONS = ("3.0.0", "3.1.0", "3.2.0", "3.3.0", "3.4.0")
-
-# Writable places on a Keel host; everything else is the read-only OS slot.
-# /home and /root are links into /var.
-WRITABLE_PREFIXES = ("/etc/", "/var/", "/home/", "/root/")
-READ_ONLY_HINT = (
-    "the OS (/, /usr, /bin, /lib, /boot, /opt, ...) is a read-only image; "
-    "a config may write under /etc and /var (and /home, /root, which live on /var)"
+from hostd.ignition import names, schema
+from hostd.ignition.contents import INLINE_SINCE, MAX_FILE_BYTES, resource
+from hostd.ignition.document import load
+from hostd.ignition.errors import ConfigError
+from hostd.ignition.paths import (
+    READ_ONLY_HINT,
+    WRITABLE_PREFIXES,
+    clean,
+    conflicts,
+    path_problem,
 )
-UNIT_SUFFIXES = (
-    ".service", ".socket", ".timer", ".target", ".path", ".mount", ".automount",
-    ".swap", ".slice", ".scope", ".device",
-)  # fmt: skip
+from hostd.ignition.schema import FIELDS
 
-_OWNER: dict[str, type] = {"": dict, ".id": int, ".name": str}
-_CONTENTS: dict[str, type] = {"": dict, ".source": str, ".inline": str}
+__all__ = [
+    "FIELDS", "INLINE_SINCE", "READ_ONLY_HINT", "SUPPORTED_VERSIONS", "UNIT_SUFFIXES",
+    "WRITABLE_PREFIXES", "Config", "ConfigError", "Directory", "Dropin", "File", "Group",
+    "Link", "Owner", "Unit", "User", "parse_config",
+]  # fmt: skip
 
-
-def _nested(prefix: str, table: dict[str, type]) -> dict[str, type]:
-    return {prefix + key: kind for key, kind in table.items()}
-
-
-# Field path ("[]" stands for every list item) -> the JSON type it must have.
-FIELDS: dict[str, type] = {
-    "ignition": dict,
-    "ignition.version": str,
-    "passwd": dict,
-    "passwd.users": list,
-    "passwd.users[]": dict,
-    "passwd.users[].name": str,
-    "passwd.users[].sshAuthorizedKeys": list,
-    "passwd.users[].sshAuthorizedKeys[]": str,
-    "passwd.users[].groups": list,
-    "passwd.users[].groups[]": str,
-    "passwd.users[].passwordHash": str,
-    "storage": dict,
-    "storage.files": list,
-    "storage.files[]": dict,
-    "storage.files[].path": str,
-    "storage.files[].overwrite": bool,
-    "storage.files[].mode": int,
-    **_nested("storage.files[].contents", _CONTENTS),
-    "storage.files[].append": list,
-    **_nested("storage.files[].append[]", _CONTENTS),
-    **_nested("storage.files[].user", _OWNER),
-    **_nested("storage.files[].group", _OWNER),
-    "storage.directories": list,
-    "storage.directories[]": dict,
-    "storage.directories[].path": str,
-    "storage.directories[].overwrite": bool,
-    "storage.directories[].mode": int,
-    **_nested("storage.directories[].user", _OWNER),
-    **_nested("storage.directories[].group", _OWNER),
-    "storage.links": list,
-    "storage.links[]": dict,
-    "storage.links[].path": str,
-    "storage.links[].overwrite": bool,
-    "storage.links[].target": str,
-    "storage.links[].hard": bool,
-    **_nested("storage.links[].user", _OWNER),
-    **_nested("storage.links[].group", _OWNER),
-    "systemd": dict,
-    "systemd.units": list,
-    "systemd.units[]": dict,
-    "systemd.units[].name": str,
-    "systemd.units[].enabled": bool,
-    "systemd.units[].mask": bool,
-    "systemd.units[].contents": str,
-    "systemd.units[].dropins": list,
-    "systemd.units[].dropins[]": dict,
-    "systemd.units[].dropins[].name": str,
-    "systemd.units[].dropins[].contents": str,
-}
-
-# Keel accepts contents.inline (Butane's name for literal contents) in 3.4.0 configs
-# only; upstream Ignition carries literal contents as a data: URL in `source`.
-INLINE_SINCE = "3.4.0"
-
-
-class ConfigError(Exception):
-    """The config cannot be applied; the message names the field."""
+SUPPORTED_VERSIONS = ("3.0.0", "3.1.0", "3.2.0", "3.3.0", "3.4.0", "3.5.0")
+UNIT_SUFFIXES = names.UNIT_SUFFIXES
+LOCAL_UNITS = "/etc/systemd/system"
+# All decoded contents together: the config is held in memory while it is applied.
+MAX_TOTAL_BYTES = 4 * MAX_FILE_BYTES
+# passwd/group/shadow are ':'-separated lines: these must not end a field or a line.
+_SEPARATORS = (":", "\n", "\r")
 
 
 @dataclass(frozen=True)
@@ -109,6 +50,25 @@ class User:
     ssh_keys: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
     password_hash: str | None = None
+    uid: int | None = None
+    gecos: str | None = None
+    home_dir: str | None = None
+    no_create_home: bool = False
+    primary_group: str | None = None
+    no_user_group: bool = False
+    no_log_init: bool = False
+    shell: str | None = None
+    system: bool = False
+    should_exist: bool = True
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    gid: int | None = None
+    password_hash: str | None = None
+    system: bool = False
+    should_exist: bool = True
 
 
 @dataclass(frozen=True)
@@ -164,9 +124,11 @@ class Config:
     directories: tuple[Directory, ...] = ()
     links: tuple[Link, ...] = ()
     units: tuple[Unit, ...] = ()
+    groups: tuple[Group, ...] = ()
 
     def summary(self) -> str:
         counts = {
+            "group": len(self.groups),
             "user": len(self.users),
             "file": len(self.files),
             "directory": len(self.directories),
@@ -181,72 +143,70 @@ def _type_name(kind: type) -> str:
             bool: "true or false"}[kind]  # fmt: skip
 
 
-def _check_fields(value: Any, schema_path: str, shown: str, problems: list[str]) -> None:
-    """Refuse fields not in FIELDS and values of the wrong type, naming each."""
-    kind = FIELDS[schema_path] if schema_path else dict
-    # bool is an int in Python; a mode of `true` is still wrong.
-    wrong_bool = kind is int and isinstance(value, bool)
-    if not isinstance(value, kind) or wrong_bool:
-        problems.append(f"field '{shown}' must be {_type_name(kind)}")
-        return
-    if isinstance(value, dict):
-        for key, child in value.items():
-            child_schema = f"{schema_path}.{key}" if schema_path else key
-            child_shown = f"{shown}.{key}" if shown else key
-            if child_schema not in FIELDS:
-                problems.append(f"unsupported field '{child_shown}'")
-            elif child is not None:  # JSON null: the field is absent
-                _check_fields(child, child_schema, child_shown, problems)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _check_fields(item, f"{schema_path}[]", f"{shown}[{index}]", problems)
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
 
 
-def _normal_path(raw: str, field: str, problems: list[str], *, writable: bool = True) -> str:
-    if not raw.startswith("/"):
-        problems.append(f"field '{field}' must be an absolute path, not {raw!r}")
-        return raw
-    if ".." in raw.split("/"):
-        problems.append(f"field '{field}' must not contain '..': {raw!r}")
-        return raw
-    path = posixpath.normpath(raw)
-    if writable and not (path + "/").startswith(WRITABLE_PREFIXES):
-        problems.append(f"field '{field}' is {path!r}, on the read-only OS: {READ_ONLY_HINT}")
-    elif writable and path in ("/etc", "/var", "/home", "/root"):
-        problems.append(f"field '{field}' is {path!r} itself; name something inside it")
-    return path
-
-
-def _contents(
-    entry: dict[str, Any] | None, field: str, version: str, problems: list[str]
-) -> bytes | None:
-    if not entry:
-        return None
-    source, inline = entry.get("source"), entry.get("inline")
-    if inline is not None:
-        if version != INLINE_SINCE:
-            problems.append(
-                f"field '{field}.inline' needs ignition.version {INLINE_SINCE} "
-                f"(this config says {version}); use '{field}.source' with a data: URL"
+def _check_fields(document: dict[str, Any], version: str, problems: list[str]) -> None:
+    """Refuse fields not in FIELDS and values of the wrong type, naming each.
+    Iterative: document.load() already bounded the depth, this needs no recursion."""
+    stack: list[tuple[Any, str, str]] = [(document, "", "")]
+    while stack:
+        value, schema_path, shown = stack.pop()
+        kind = FIELDS[schema_path] if schema_path else dict
+        # bool is an int in Python; a mode of `true` is still wrong.
+        wrong_bool = kind is int and isinstance(value, bool)
+        if not isinstance(value, kind) or wrong_bool:
+            problems.append(f"field '{shown}' must be {_type_name(kind)}")
+            continue
+        since = schema.SINCE.get(schema_path)
+        if since and _version_tuple(version) < _version_tuple(since):
+            problems.append(f"field '{shown}' needs ignition.version {since} or later")
+        if isinstance(value, dict):
+            for key, child in value.items():
+                child_schema = f"{schema_path}.{key}" if schema_path else key
+                child_shown = f"{shown}.{key}" if shown else key
+                if child_schema in FIELDS:
+                    if child is not None:  # JSON null: the field is absent
+                        stack.append((child, child_schema, child_shown))
+                    continue
+                reason = schema.refusal(child_schema)
+                under_ignition = child_schema.startswith(schema.EMPTY_ALLOWED_UNDER)
+                if reason and under_ignition and schema.asks_for_nothing(child):
+                    continue
+                if reason:
+                    problems.append(f"unsupported field '{child_shown}': {reason}")
+                else:
+                    problems.append(
+                        f"unsupported field '{child_shown}' (not part of Ignition spec {version})"
+                    )
+        elif isinstance(value, list):
+            stack.extend(
+                (item, f"{schema_path}[]", f"{shown}[{index}]")
+                for index, item in reversed(list(enumerate(value)))
             )
-            return None
-        if source is not None:
-            problems.append(f"field '{field}' has both 'source' and 'inline'; give one")
-            return None
-        return str(inline).encode()
-    if source is None:
-        return None
-    try:
-        return decode_data_url(source)
-    except DataUrlError as error:
-        problems.append(f"field '{field}.source': {error}")
-        return None
 
 
-def _owner(entry: dict[str, Any] | None) -> Owner | None:
+def _path(raw: str, field: str, problems: list[str], *, writable: bool = True) -> str:
+    problem = path_problem(raw, field, writable=writable)
+    if problem:
+        problems.append(problem)
+    return clean(raw)
+
+
+def _owner(entry: dict[str, Any] | None, field: str, problems: list[str]) -> Owner | None:
     if not entry:
         return None
-    return Owner(id=entry.get("id"), name=entry.get("name"))
+    owner = Owner(id=entry.get("id"), name=entry.get("name"))
+    if owner.id is not None and (problem := names.id_problem(owner.id, f"{field}.id")):
+        problems.append(problem)
+    if owner.name is not None:
+        problem = names.account_problem(owner.name, f"field '{field}.name':")
+        if problem:
+            problems.append(problem)
+    if owner.id is not None and owner.name is not None:
+        problems.append(f"field '{field}' has both 'id' and 'name'; give one")
+    return owner
 
 
 def _mode(value: int | None, field: str, problems: list[str]) -> int | None:
@@ -255,23 +215,115 @@ def _mode(value: int | None, field: str, problems: list[str]) -> int | None:
     return value
 
 
+def _text_field(value: str | None, field: str, problems: list[str]) -> str | None:
+    """A string that lands in a passwd/shadow/group line or on a command line."""
+    if value is not None and any(sep in value for sep in _SEPARATORS):
+        problems.append(f"field '{field}' must not contain ':' or line breaks")
+    elif value is not None and len(value) > 4096:
+        problems.append(f"field '{field}' is longer than 4096 characters")
+    return value
+
+
+def _account_name(entry: dict[str, Any], field: str, what: str, problems: list[str]) -> str:
+    name = entry.get("name")
+    if not name:
+        problems.append(f"field '{field}.name' is required")
+        return ""
+    problem = names.account_problem(name, f"field '{field}.name': {what}")
+    if problem:
+        problems.append(problem)
+    return str(name)
+
+
+def _groups(config: dict[str, Any], problems: list[str]) -> tuple[Group, ...]:
+    groups: list[Group] = []
+    for index, entry in enumerate((config.get("passwd") or {}).get("groups") or []):
+        field = f"passwd.groups[{index}]"
+        name = _account_name(entry, field, "group", problems)
+        if not name:
+            continue
+        if any(g.name == name for g in groups):
+            problems.append(f"field '{field}.name': group {name!r} is listed twice")
+        gid = entry.get("gid")
+        if gid is not None and (problem := names.id_problem(gid, f"{field}.gid")):
+            problems.append(problem)
+        group = Group(
+            name=name,
+            gid=gid,
+            password_hash=_text_field(entry.get("passwordHash"), f"{field}.passwordHash",
+                                      problems),
+            system=bool(entry.get("system")),
+            should_exist=entry.get("shouldExist") is not False,
+        )  # fmt: skip
+        if not group.should_exist and (group.gid is not None or group.password_hash):
+            problems.append(f"field '{field}': shouldExist false takes no other field")
+        groups.append(group)
+    return tuple(groups)
+
+
 def _users(config: dict[str, Any], problems: list[str]) -> tuple[User, ...]:
     users: list[User] = []
     for index, entry in enumerate((config.get("passwd") or {}).get("users") or []):
-        name = entry.get("name")
+        field = f"passwd.users[{index}]"
+        name = _account_name(entry, field, "user", problems)
         if not name:
-            problems.append(f"field 'passwd.users[{index}].name' is required")
             continue
         if any(u.name == name for u in users):
-            problems.append(f"field 'passwd.users[{index}].name': user {name!r} is listed twice")
-        users.append(
-            User(
-                name=name,
-                ssh_keys=tuple(entry.get("sshAuthorizedKeys") or ()),
-                groups=tuple(entry.get("groups") or ()),
-                password_hash=entry.get("passwordHash"),
-            )
-        )
+            problems.append(f"field '{field}.name': user {name!r} is listed twice")
+        uid = entry.get("uid")
+        if uid is not None and (problem := names.id_problem(uid, f"{field}.uid")):
+            problems.append(problem)
+        keys = tuple(entry.get("sshAuthorizedKeys") or ())
+        for i, key in enumerate(keys):
+            if "\n" in key or "\r" in key:
+                problems.append(f"field '{field}.sshAuthorizedKeys[{i}]' holds a line break")
+        home = entry.get("homeDir")
+        if home is not None:
+            home = _path(home, f"{field}.homeDir", problems, writable=False)
+            _text_field(home, f"{field}.homeDir", problems)
+        shell = entry.get("shell")
+        if shell is not None:
+            shell = _path(shell, f"{field}.shell", problems, writable=False)
+            _text_field(shell, f"{field}.shell", problems)
+        primary = entry.get("primaryGroup")
+        if primary is not None:
+            problem = names.account_problem(primary, f"field '{field}.primaryGroup':")
+            if problem:
+                problems.append(problem)
+        supplementary = tuple(entry.get("groups") or ())
+        for i, group in enumerate(supplementary):
+            problem = names.account_problem(group, f"field '{field}.groups[{i}]':")
+            if problem:
+                problems.append(problem)
+        user = User(
+            name=name,
+            ssh_keys=keys,
+            groups=supplementary,
+            password_hash=_text_field(entry.get("passwordHash"), f"{field}.passwordHash",
+                                      problems),
+            uid=uid,
+            gecos=_text_field(entry.get("gecos"), f"{field}.gecos", problems),
+            home_dir=home,
+            no_create_home=bool(entry.get("noCreateHome")),
+            primary_group=primary,
+            no_user_group=bool(entry.get("noUserGroup")),
+            no_log_init=bool(entry.get("noLogInit")),
+            shell=shell,
+            system=bool(entry.get("system")),
+            should_exist=entry.get("shouldExist") is not False,
+        )  # fmt: skip
+        if not user.should_exist:
+            given = [k for k in entry if k not in ("name", "shouldExist") and entry[k]]
+            if given:
+                problems.append(
+                    f"field '{field}': shouldExist false takes no other field (has "
+                    f"{', '.join(sorted(given))})"
+                )
+            if name == "root":
+                problems.append(f"field '{field}': user root cannot be removed")
+        if user.primary_group and user.no_user_group:
+            problems.append(f"field '{field}': give primaryGroup or noUserGroup, not both")
+        users.append(user)
     return tuple(users)
 
 
@@ -279,32 +331,29 @@ def _storage(
     config: dict[str, Any], version: str, problems: list[str]
 ) -> tuple[tuple[File, ...], tuple[Directory, ...], tuple[Link, ...]]:
     storage = config.get("storage") or {}
-    seen: dict[str, str] = {}
 
     def path_of(entry: dict[str, Any], field: str) -> str | None:
         raw = entry.get("path")
         if not raw:
             problems.append(f"field '{field}.path' is required")
             return None
-        path = _normal_path(raw, f"{field}.path", problems)
-        if path in seen:
-            problems.append(f"field '{field}.path': {path} is also given by {seen[path]}")
-        seen[path] = field
-        return path
+        return _path(raw, f"{field}.path", problems)
 
     files = []
+    total = 0
     for index, entry in enumerate(storage.get("files") or []):
         field = f"storage.files[{index}]"
         path = path_of(entry, field)
-        contents = _contents(entry.get("contents"), f"{field}.contents", version, problems)
+        contents = resource(entry.get("contents"), f"{field}.contents", version, problems)
         overwrite = bool(entry.get("overwrite"))
         if overwrite and contents is None:
             problems.append(f"field '{field}.overwrite' is true, which needs contents.source")
         append = tuple(
             data
             for i, item in enumerate(entry.get("append") or [])
-            if (data := _contents(item, f"{field}.append[{i}]", version, problems)) is not None
+            if (data := resource(item, f"{field}.append[{i}]", version, problems)) is not None
         )
+        total += len(contents or b"") + sum(len(data) for data in append)
         if path is not None:
             files.append(
                 File(
@@ -313,10 +362,12 @@ def _storage(
                     append=append,
                     mode=_mode(entry.get("mode"), f"{field}.mode", problems),
                     overwrite=overwrite,
-                    user=_owner(entry.get("user")),
-                    group=_owner(entry.get("group")),
+                    user=_owner(entry.get("user"), f"{field}.user", problems),
+                    group=_owner(entry.get("group"), f"{field}.group", problems),
                 )
             )
+    if total > MAX_TOTAL_BYTES:
+        problems.append(f"the files hold {total} bytes in all; at most {MAX_TOTAL_BYTES}")
     directories = []
     for index, entry in enumerate(storage.get("directories") or []):
         field = f"storage.directories[{index}]"
@@ -327,8 +378,8 @@ def _storage(
                     path=path,
                     mode=_mode(entry.get("mode"), f"{field}.mode", problems),
                     overwrite=bool(entry.get("overwrite")),
-                    user=_owner(entry.get("user")),
-                    group=_owner(entry.get("group")),
+                    user=_owner(entry.get("user"), f"{field}.user", problems),
+                    group=_owner(entry.get("group"), f"{field}.group", problems),
                 )
             )
     links = []
@@ -341,7 +392,9 @@ def _storage(
             continue
         hard = bool(entry.get("hard"))
         if hard:  # a hard link's target must be a writable file as well
-            target = _normal_path(target, f"{field}.target", problems)
+            target = _path(target, f"{field}.target", problems)
+        elif len(target.encode()) >= 4096:
+            problems.append(f"field '{field}.target' is longer than 4096 bytes")
         if path is not None:
             links.append(
                 Link(
@@ -349,8 +402,8 @@ def _storage(
                     target=target,
                     hard=hard,
                     overwrite=bool(entry.get("overwrite")),
-                    user=_owner(entry.get("user")),
-                    group=_owner(entry.get("group")),
+                    user=_owner(entry.get("user"), f"{field}.user", problems),
+                    group=_owner(entry.get("group"), f"{field}.group", problems),
                 )
             )
     return tuple(files), tuple(directories), tuple(links)
@@ -361,23 +414,26 @@ def _units(config: dict[str, Any], problems: list[str]) -> tuple[Unit, ...]:
     for index, entry in enumerate((config.get("systemd") or {}).get("units") or []):
         field = f"systemd.units[{index}]"
         name = entry.get("name") or ""
-        if not name.endswith(UNIT_SUFFIXES) or "/" in name:
-            problems.append(f"field '{field}.name' is {name!r}, not a systemd unit name")
+        problem = names.unit_problem(name)
+        if problem:
+            problems.append(f"field '{field}.name': {problem}")
             continue
         if any(u.name == name for u in units):
             problems.append(f"field '{field}.name': unit {name} is listed twice")
-        dropins = []
+        dropins: list[Dropin] = []
         for i, dropin in enumerate(entry.get("dropins") or []):
             dropin_name = dropin.get("name") or ""
-            if not dropin_name.endswith(".conf") or "/" in dropin_name:
-                problems.append(
-                    f"field '{field}.dropins[{i}].name' is {dropin_name!r}; "
-                    "a drop-in is a file name ending in .conf"
-                )
+            problem = names.dropin_problem(dropin_name)
+            if problem:
+                problems.append(f"field '{field}.dropins[{i}].name': {problem}")
                 continue
+            if any(d.name == dropin_name for d in dropins):
+                problems.append(f"field '{field}.dropins[{i}].name' is listed twice")
             dropins.append(Dropin(dropin_name, dropin.get("contents") or ""))
         if entry.get("mask") and entry.get("enabled"):
             problems.append(f"unit {name}: 'mask' and 'enabled' are both true")
+        if entry.get("mask") and entry.get("contents") is not None:
+            problems.append(f"unit {name}: 'mask' and 'contents' cannot both be given")
         units.append(
             Unit(
                 name=name,
@@ -390,27 +446,62 @@ def _units(config: dict[str, Any], problems: list[str]) -> tuple[Unit, ...]:
     return tuple(units)
 
 
+def planned_paths(
+    files: tuple[File, ...],
+    directories: tuple[Directory, ...],
+    links: tuple[Link, ...],
+    units: tuple[Unit, ...],
+) -> list[tuple[str, str, str]]:
+    """(path, kind, what) of every node the config makes, for conflicts()."""
+    entries = [(d.path, "dir", f"storage.directories[{i}]") for i, d in enumerate(directories)]
+    entries += [(f.path, "file", f"storage.files[{i}]") for i, f in enumerate(files)]
+    entries += [(k.path, "link", f"storage.links[{i}]") for i, k in enumerate(links)]
+    for unit in units:
+        path = f"{LOCAL_UNITS}/{unit.name}"
+        if unit.contents is not None or unit.mask:
+            entries.append((path, "link" if unit.mask else "file", f"unit {unit.name}"))
+        for dropin in unit.dropins:
+            entries.append(
+                (f"{path}.d/{dropin.name}", "file", f"unit {unit.name} drop-in {dropin.name}")
+            )
+    return entries
+
+
 def parse_config(raw: bytes) -> Config:
-    """The whole config, validated; ConfigError lists every problem found."""
+    """The whole config, validated; ConfigError lists every problem found.
+    Never raises anything else, whatever the bytes."""
     try:
-        document = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ConfigError(f"not valid JSON: {error}") from None
-    if not isinstance(document, dict):
-        raise ConfigError("the config must be a JSON object")
+        return _parse(raw)
+    except ConfigError:
+        raise
+    except Exception as error:  # a check missed a shape: still a refusal, not a crash
+        raise ConfigError(
+            f"the config could not be read: {type(error).__name__}: {error}"
+        ) from None
+
+
+def _parse(raw: bytes) -> Config:
+    document = load(raw)
     ignition = document.get("ignition")
     version = ignition.get("version") if isinstance(ignition, dict) else None
     if version not in SUPPORTED_VERSIONS:
+        shown = version if isinstance(version, str) and len(version) < 40 else "missing"
         raise ConfigError(
-            f"field 'ignition.version' is {version!r}; supported: {', '.join(SUPPORTED_VERSIONS)}"
+            f"field 'ignition.version' is {shown!r}; supported: {', '.join(SUPPORTED_VERSIONS)}"
         )
     problems: list[str] = []
-    _check_fields(document, "", "", problems)
+    _check_fields(document, version, problems)
     if problems:  # shapes are wrong: reading values would only add noise
         raise ConfigError("; ".join(problems))
+    timeouts = ignition.get("timeouts") or {} if isinstance(ignition, dict) else {}
+    for key, value in timeouts.items():
+        if isinstance(value, int) and value < 0:
+            problems.append(f"field 'ignition.timeouts.{key}' must not be negative")
+    groups = _groups(document, problems)
     users = _users(document, problems)
     files, directories, links = _storage(document, version, problems)
     units = _units(document, problems)
+    problems += conflicts(planned_paths(files, directories, links, units))
     if problems:
         raise ConfigError("; ".join(problems))
-    return Config(version, users, files, directories, links, units)
+    return Config(version, users, files, directories, links, units, groups)

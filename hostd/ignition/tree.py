@@ -1,65 +1,48 @@
-"""Writing into a root directory (/ on a host, a temporary folder in tests), logging
-each change and leaving what is already as asked untouched (so a second run is a
-no-op)."""
+"""Writing into a root directory (/ on a host, a temporary folder in tests) through
+safefs (no link is ever followed), logging each change and leaving what is already
+as asked untouched (so a second run is a no-op)."""
 
 from __future__ import annotations
 
-import os
+import stat
 from pathlib import Path
+
+from hostd.ignition.safefs import Root
 
 
 class Tree:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.fs = Root(root)
         self.log: list[str] = []
 
-    def host_path(self, path: str) -> Path:
-        """Where an absolute guest path lives under the root."""
-        return self.root / path.lstrip("/")
+    def close(self) -> None:
+        self.fs.close()
 
     def note(self, message: str) -> None:
         self.log.append(message)
 
-    def make_parents(self, path: Path) -> None:
-        # Like Ignition: missing parents are made root-owned 0755.
-        missing = []
-        parent = path.parent
-        while not parent.exists():
-            missing.append(parent)
-            parent = parent.parent
-        for folder in reversed(missing):
-            folder.mkdir(mode=0o755)
-            folder.chmod(0o755)
-
-    def write_file(self, path: str, data: bytes, mode: int) -> bool:
+    def write_file(self, path: str, data: bytes, mode: int, uid: int = -1, gid: int = -1) -> bool:
         """Atomically make path hold data with mode; False if it already did."""
-        target = self.host_path(path)
-        if target.is_file() and not target.is_symlink() and target.read_bytes() == data:
-            if target.stat().st_mode & 0o7777 != mode:
-                target.chmod(mode)
+        info = self.fs.lstat(path)
+        if info is not None and stat.S_ISREG(info.st_mode) and self.fs.read(path) == data:
+            owner_ok = uid in (-1, info.st_uid) and gid in (-1, info.st_gid)
+            if stat.S_IMODE(info.st_mode) != mode or not owner_ok:
+                if not owner_ok:
+                    self.fs.chown(path, uid, gid)
+                self.fs.chmod(path, mode)
                 self.note(f"set mode {mode:04o} on {path}")
                 return True
             self.note(f"unchanged: {path}")
             return False
-        self.make_parents(target)
-        partial = target.with_name(target.name + ".keel-partial")
-        with partial.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        partial.chmod(mode)
-        partial.replace(target)
+        self.fs.write_file(path, data, mode, uid, gid)
         self.note(f"wrote {path} ({len(data)} bytes, mode {mode:04o})")
         return True
 
     def symlink(self, path: str, target: str) -> bool:
-        link = self.host_path(path)
-        if link.is_symlink() and os.readlink(link) == target:
+        if self.fs.readlink(path) == target:
             self.note(f"unchanged: {path} -> {target}")
             return False
-        self.make_parents(link)
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(target)
+        self.fs.symlink(path, target)
         self.note(f"linked {path} -> {target}")
         return True

@@ -22,10 +22,13 @@ def test_bare_keel_prints_its_help_grouped_by_phase() -> None:
     assert positions == sorted(positions)
     build_part = text[positions[0] : positions[1]]
     publish_part = text[positions[1] : positions[2]]
-    run_part = text[positions[2] :]
+    run_part = text[positions[2] : positions[3]]
+    provisioning_part = text[positions[3] :]
     assert "  build " in build_part and "  publish " not in build_part
     assert "  publish " in publish_part and "  keygen " in publish_part
     assert "  run " in run_part and "  console " in run_part
+    assert "  butane " in provisioning_part and "  config " in provisioning_part
+    assert "  run " not in provisioning_part
 
 
 def test_every_verb_is_listed_once() -> None:

@@ -97,8 +97,9 @@ def test_variant_versions_map_to_ignition_specs(variant: str, version: str, igni
 
 
 def test_unknown_variant_version_is_refused() -> None:
-    with pytest.raises(ButaneError, match=r"fcos' version '1\.6\.0' is not supported"):
-        translate("variant: fcos\nversion: 1.6.0\n")
+    # Issue 13: fcos 1.6.0 is supported now; 1.7.0 (Ignition 3.6.0) is the newer one.
+    with pytest.raises(ButaneError, match=r"fcos' version '1\.7\.0' is not supported"):
+        translate("variant: fcos\nversion: 1.7.0\n")
 
 
 def test_unsupported_field_is_named_with_its_line() -> None:
@@ -109,11 +110,11 @@ def test_unsupported_field_is_named_with_its_line() -> None:
           files:
             - path: /etc/a
               contents:
-                compression: gzip
-        """)
+                checksum: sha512-00
+        """)  # compression is a Butane field since issue 13; checksum is none
     with pytest.raises(
         ButaneError,
-        match=r"x\.bu:7: unsupported Butane field 'storage\.files\.0\.contents\.compression'",
+        match=r"x\.bu:7: unsupported Butane field 'storage\.files\.0\.contents\.checksum'",
     ):
         translate(text, name="x.bu")
 

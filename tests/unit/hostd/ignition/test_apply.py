@@ -191,7 +191,7 @@ def test_provision_records_the_result_once_and_failures_apply_nothing(root: Path
     baked.write_bytes(
         config(
             storage={"files": [{"path": "/etc/b", "contents": {"inline": "2"}}]},
-            passwd={"users": [{"name": "x", "uid": 5}]},
+            passwd={"users": [{"name": "x", "uid": -5}]},
         )
     )
     state = provision(root)

@@ -1,0 +1,74 @@
+"""Paths in a config: absolute, clean (no '//', '.', '..' or trailing '/': a path
+means exactly one place, so duplicates and conflicts can be found by comparing
+strings), short enough for the kernel, on a writable place, and not below another
+entry that is not a directory (a file, or a link, which writes never follow)."""
+
+from __future__ import annotations
+
+PATH_MAX = 4096
+NAME_MAX = 255
+
+# Writable places on a Keel host; everything else is the read-only OS slot.
+# /home and /root are links into /var.
+WRITABLE_PREFIXES = ("/etc/", "/var/", "/home/", "/root/")
+READ_ONLY_HINT = (
+    "the OS (/, /usr, /bin, /lib, /boot, /opt, ...) is a read-only image; "
+    "a config may write under /etc and /var (and /home, /root, which live on /var)"
+)
+
+
+def path_problem(raw: str, field: str, *, writable: bool = True) -> str | None:
+    """Why raw is not an acceptable path (None if it is)."""
+    if not raw.startswith("/"):
+        return f"field '{field}' must be an absolute path, not {raw!r}"
+    if len(raw.encode()) >= PATH_MAX:
+        return f"field '{field}' is longer than {PATH_MAX} bytes"
+    parts = raw.split("/")[1:]
+    if ".." in parts:
+        return f"field '{field}' must not contain '..': {raw!r}"
+    if raw != "/" and any(part in ("", ".") for part in parts):
+        return (
+            f"field '{field}' is {raw!r}, not a clean path (no '//', '/./' or trailing "
+            f"'/'); write {clean(raw)!r}"
+        )
+    if any(len(part.encode()) > NAME_MAX for part in parts):
+        return f"field '{field}' has a name longer than {NAME_MAX} bytes"
+    if writable and not (raw + "/").startswith(WRITABLE_PREFIXES):
+        return f"field '{field}' is {raw!r}, on the read-only OS: {READ_ONLY_HINT}"
+    if writable and raw in ("/etc", "/var", "/home", "/root"):
+        return f"field '{field}' is {raw!r} itself; name something inside it"
+    return None
+
+
+def clean(raw: str) -> str:
+    """raw without empty and '.' components (so duplicates still compare equal)."""
+    parts = [part for part in raw.split("/") if part not in ("", ".")]
+    return "/" + "/".join(parts)
+
+
+def parents(path: str) -> list[str]:
+    """/a/b/c -> ['/a', '/a/b']."""
+    parts = path.split("/")[1:-1]
+    return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def conflicts(entries: list[tuple[str, str, str]]) -> list[str]:
+    """Problems among (path, kind, field) entries: the same path twice, or an entry
+    below a file or a link (kind 'file' or 'link'; 'dir' may hold others)."""
+    problems = []
+    seen: dict[str, tuple[str, str]] = {}
+    for path, kind, field in entries:
+        if path in seen:
+            problems.append(f"field '{field}': {path} is also given by {seen[path][1]}")
+        else:
+            seen[path] = (kind, field)
+    for path, _kind, field in entries:
+        for parent in parents(path):
+            if parent in seen and seen[parent][0] != "dir":
+                other_kind, other = seen[parent]
+                what = "a link (never followed)" if other_kind == "link" else "a file"
+                problems.append(
+                    f"field '{field}': {path} is below {parent}, which {other} makes {what}"
+                )
+                break
+    return problems

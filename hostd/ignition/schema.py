@@ -1,0 +1,162 @@
+"""Which Ignition fields Keel applies (FIELDS, with the JSON type each must have) and,
+for the spec's other fields, why they are refused (REFUSED). A field in neither is not
+part of Ignition spec 3.x at all. Kept apart from parsing so the table is one place
+to read (docs/provisioning.md mirrors it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Oldest spec version a field exists in, where that is not 3.0.0: a 3.1.0 config
+# using a 3.2.0 field is refused, as Ignition would.
+SINCE = {
+    "passwd.users[].shouldExist": "3.2.0",
+    "passwd.groups[].shouldExist": "3.2.0",
+}
+
+_OWNER: dict[str, type] = {"": dict, ".id": int, ".name": str}
+_RESOURCE: dict[str, type] = {
+    "": dict,
+    ".source": str,
+    ".inline": str,  # Keel extension, see config.INLINE_SINCE
+    ".compression": str,
+    ".verification": dict,
+    ".verification.hash": str,
+}
+
+
+def _nested(prefix: str, table: dict[str, type]) -> dict[str, type]:
+    return {prefix + key: kind for key, kind in table.items()}
+
+
+def _node(prefix: str) -> dict[str, type]:
+    """Fields every storage node (file, directory, link) has."""
+    return {
+        prefix: dict,
+        f"{prefix}.path": str,
+        f"{prefix}.overwrite": bool,
+        **_nested(f"{prefix}.user", _OWNER),
+        **_nested(f"{prefix}.group", _OWNER),
+    }
+
+
+# Field path ("[]" stands for every list item) -> the JSON type it must have.
+FIELDS: dict[str, type] = {
+    "ignition": dict,
+    "ignition.version": str,
+    # Containers whose content is refused below, but which butane writes empty.
+    "ignition.config": dict,
+    "ignition.security": dict,
+    "ignition.security.tls": dict,
+    "ignition.timeouts": dict,  # only about fetches: accepted, nothing to apply
+    "ignition.timeouts.httpResponseHeaders": int,
+    "ignition.timeouts.httpTotal": int,
+    "passwd": dict,
+    "passwd.users": list,
+    "passwd.users[]": dict,
+    "passwd.users[].name": str,
+    "passwd.users[].passwordHash": str,
+    "passwd.users[].sshAuthorizedKeys": list,
+    "passwd.users[].sshAuthorizedKeys[]": str,
+    "passwd.users[].uid": int,
+    "passwd.users[].gecos": str,
+    "passwd.users[].homeDir": str,
+    "passwd.users[].noCreateHome": bool,
+    "passwd.users[].primaryGroup": str,
+    "passwd.users[].groups": list,
+    "passwd.users[].groups[]": str,
+    "passwd.users[].noUserGroup": bool,
+    "passwd.users[].noLogInit": bool,
+    "passwd.users[].shell": str,
+    "passwd.users[].shouldExist": bool,
+    "passwd.users[].system": bool,
+    "passwd.groups": list,
+    "passwd.groups[]": dict,
+    "passwd.groups[].name": str,
+    "passwd.groups[].gid": int,
+    "passwd.groups[].passwordHash": str,
+    "passwd.groups[].shouldExist": bool,
+    "passwd.groups[].system": bool,
+    "storage": dict,
+    "storage.files": list,
+    **_node("storage.files[]"),
+    "storage.files[].mode": int,
+    **_nested("storage.files[].contents", _RESOURCE),
+    "storage.files[].append": list,
+    **_nested("storage.files[].append[]", _RESOURCE),
+    "storage.directories": list,
+    **_node("storage.directories[]"),
+    "storage.directories[].mode": int,
+    "storage.links": list,
+    **_node("storage.links[]"),
+    "storage.links[].target": str,
+    "storage.links[].hard": bool,
+    "systemd": dict,
+    "systemd.units": list,
+    "systemd.units[]": dict,
+    "systemd.units[].name": str,
+    "systemd.units[].enabled": bool,
+    "systemd.units[].mask": bool,
+    "systemd.units[].contents": str,
+    "systemd.units[].dropins": list,
+    "systemd.units[].dropins[]": dict,
+    "systemd.units[].dropins[].name": str,
+    "systemd.units[].dropins[].contents": str,
+}
+
+_FETCH = "fetching at first boot is not supported (http(s) sources will come later)"
+_DISKS = (
+    "a Keel disk's layout is fixed by the image (A/B OS slots and var), so first boot "
+    "does not partition, format or assemble disks (not supported for now); mount an "
+    "existing filesystem with a .mount unit in systemd.units"
+)
+
+# Spec fields Keel does not apply -> one sentence why, or what to use instead.
+REFUSED: dict[str, str] = {
+    "ignition.config.merge": f"merging another config needs {_FETCH}; combine the "
+    "configs before delivering one",
+    "ignition.config.replace": f"replacing the config needs {_FETCH}; deliver the "
+    "other config instead",
+    "ignition.security.tls.certificateAuthorities": "extra CAs only matter for https "
+    f"fetches, and {_FETCH}; to trust a CA on the host, write it under "
+    "/usr/local/share/ca-certificates or /etc/ssl/certs with storage.files",
+    "ignition.proxy": f"a proxy only matters for fetches, and {_FETCH}; for the host's "
+    "own proxy write /etc/environment or a systemd drop-in with storage.files",
+    "storage.disks": _DISKS,
+    "storage.raid": _DISKS,
+    "storage.filesystems": _DISKS,
+    "storage.luks": "LUKS volumes are not set up at first boot (not supported for now)",
+    "kernelArguments": "kernel arguments belong to the image's boot entries, not to a "
+    "first-boot config (not supported for now)",
+    "httpHeaders": f"HTTP headers only matter for http(s) sources, and {_FETCH}",
+    "networkd": "the networkd section was removed in Ignition spec 3; write "
+    "systemd-networkd files in /etc/systemd/network with storage.files (static "
+    "addresses too)",
+}
+
+# Under `ignition`, butane writes empty objects for sections nobody filled in (for
+# example `"replace": {"verification": {}}`): those ask for nothing and are accepted.
+EMPTY_ALLOWED_UNDER = "ignition."
+
+
+def refusal(schema_path: str) -> str | None:
+    """Why a field not in FIELDS is refused (None: it is not an Ignition field)."""
+    leaf = schema_path.rsplit(".", 1)[-1]
+    for prefix, reason in REFUSED.items():
+        if schema_path == prefix or schema_path.startswith(prefix + ".") or leaf == prefix:
+            return reason
+    return None
+
+
+def asks_for_nothing(value: Any) -> bool:
+    """True for null and for objects or lists holding only such values."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif item is not None:
+            return False
+    return True

@@ -132,6 +132,26 @@ class EspTree:
         write_atomically(self.entries_dir / name, entry.render().encode())
         return name
 
+    def options(self, entry: Entry) -> tuple[str, ...]:
+        """The words of the entry's `options` line (none if it has no such line)."""
+        text = (self.entries_dir / entry.filename).read_text()
+        for line in text.splitlines():
+            if line.startswith("options "):
+                return tuple(line.removeprefix("options ").split())
+        return ()
+
+    def set_options(self, entry: Entry, words: tuple[str, ...]) -> bool:
+        """Rewrite the entry's `options` line atomically, under the same file name (so
+        its tries counter stays as systemd-boot left it); False if already so."""
+        path = self.entries_dir / entry.filename
+        text = path.read_text()
+        lines = [line for line in text.splitlines() if not line.startswith("options ")]
+        rewritten = "\n".join([*lines, f"options {' '.join(words)}"]) + "\n"
+        if rewritten == text:
+            return False
+        write_atomically(path, rewritten.encode())
+        return True
+
     def mark_bad(self, entry: Entry) -> str:
         """Rename to +0-DONE: systemd-boot sorts it last and boots another entry."""
         name = f"keel-{entry.version}-{entry.slot}+0-{entry.done or 0}.conf"

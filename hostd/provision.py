@@ -10,7 +10,12 @@ that fails leaves the machine booting: the reason goes to the console and the jo
 and into the state file, and nothing of it is applied. Whatever goes wrong, even a bug
 (an unexpected exception while applying), is caught, logged and recorded the same
 way: main() never raises, and the state file stops a failed config from being
-retried blindly on every boot."""
+retried blindly on every boot.
+
+kernelArguments are written into the booted slot's loader entry on the ESP (its
+`options` line) and kept in /var/lib/keel/kernel-arguments.json, from which hostd adds
+them to every entry it writes later. The running kernel keeps its command line: they
+take effect from the next boot (provisioning never reboots the machine)."""
 
 from __future__ import annotations
 
@@ -21,12 +26,18 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hostd.ignition.apply import apply_config
 from hostd.ignition.config import Config, ConfigError, parse_config
 from hostd.ignition.document import MAX_CONFIG_BYTES
+from hostd.ignition.resolve import resolve
 from hostd.ignition.safefs import Root
+from hostd.ignition.tree import Tree
+
+if TYPE_CHECKING:
+    from hostd.esp import Entry, EspTree
+    from hostd.ignition.kernelargs import KernelArguments
 
 FW_CFG = "sys/firmware/qemu_fw_cfg/by_name"
 CONFIG_SOURCES = (
@@ -70,6 +81,59 @@ def _record(root: Path, state: dict[str, Any]) -> None:
         say(f"could not write /{STATE_FILE}: {error}")
 
 
+def booted_entry(root: Path) -> tuple[EspTree, Entry]:
+    """The loader entry this boot came from: the booted slot's (keel.slot= on the
+    kernel command line) on the ESP. ConfigError if there is none to edit."""
+    # Imported only for a config with kernelArguments: imports cost seconds at first
+    # boot under emulation.
+    from hostd.esp import EspTree
+    from hostd.slots import cmdline_slot
+
+    try:
+        slot = cmdline_slot((root / "proc/cmdline").read_text())
+    except OSError as error:
+        raise ConfigError(f"kernelArguments: cannot read /proc/cmdline: {error}") from None
+    esp = EspTree(root / "efi")
+    entry = esp.slot_entry(slot) if slot else None
+    if entry is None:
+        raise ConfigError(
+            f"kernelArguments: no loader entry of the booted slot ({slot or 'unknown'}) "
+            "on /efi to write them to"
+        )
+    return esp, entry
+
+
+def apply_kernel_arguments(
+    root: Path, arguments: KernelArguments, booted: tuple[EspTree, Entry]
+) -> list[str]:
+    """Keep the arguments for later entries, then edit the booted one; the log."""
+    from hostd import cmdline
+
+    tree = Tree(root)
+    try:
+        tree.write_file(f"/{cmdline.STATE_FILE}", cmdline.to_json(arguments), 0o644)
+    finally:
+        tree.close()
+    esp, entry = booted
+    words = cmdline.edit(esp.options(entry), arguments)
+    if not esp.set_options(entry, words):
+        return [*tree.log, f"unchanged: kernel arguments of {entry.filename}"]
+    return [
+        *tree.log,
+        f"kernel arguments of {entry.filename} are now '{' '.join(words)}' (from the next boot)",
+    ]
+
+
+def _apply(root: Path, config: Config) -> list[str]:
+    """Apply everything the config asks for; ConfigError before any write if the
+    machine cannot take it."""
+    booted = booted_entry(root) if config.kernel_arguments else None
+    log = apply_config(root, config)
+    if booted is not None:
+        log += apply_kernel_arguments(root, config.kernel_arguments, booted)
+    return log
+
+
 def _activate(config: Config) -> None:
     """On the live system: make systemd see new units and start the enabled ones now
     (provisioning runs while the boot transaction is already under way)."""
@@ -94,8 +158,10 @@ def provision(root: Path = Path("/"), live: bool = False) -> dict[str, Any]:
     source, raw = found
     state.update(source=source, sha256=hashlib.sha256(raw).hexdigest())
     try:
-        config = parse_config(raw)
-        log = apply_config(root, config)
+        # Validated as a whole, then whatever it names over http(s) is fetched: a
+        # fetch that fails leaves nothing written.
+        config = resolve(raw)
+        log = _apply(root, config)
     except ConfigError as error:
         say(f"config from {source} was NOT applied (nothing of it was): {error}")
         state.update(result="failed", error=str(error))

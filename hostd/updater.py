@@ -29,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hostd import slots
+from hostd import cmdline, slots
 from hostd.esp import Entry, EspTree
 from hostd.files import UnsafeFile, empty_folder, free_bytes, fresh_private_folder, open_untrusted
 from hostd.formats import bootentry
@@ -77,6 +77,8 @@ class HostPaths:
     release: Path = slots.RELEASE
     trust_root: Path = TRUST_ROOT
     tuf_cache: Path = CACHE_DIR
+    # The host's own kernel arguments, from its provisioning config (hostd/cmdline.py).
+    kernel_arguments: Path = cmdline.ARGUMENTS_PATH
     booted_slot: Callable[[], str] = field(default=slots.booted_slot)
     reboot: Callable[[], None] = field(default=lambda: _reboot_soon())
     policy: Callable[[], Policy] = field(default=load_policy)
@@ -398,7 +400,8 @@ class Updater:
         self.esp.install_boot_file(
             bootentry.initrd_path(slot), chunks(bundle.open_member(info.initrd)), info.initrd
         )
-        entry = bootentry.BootEntry(info.name, version, slot, clean_cmdline(info.cmdline))
+        words = self._with_host_arguments(clean_cmdline(info.cmdline))
+        entry = bootentry.BootEntry(info.name, version, slot, words)
         name = self.esp.write_entry(entry)
         log.info("installed %s into slot %s, loader entry %s", version, slot, name)
         self.store.transition(state, Phase.INSTALLED, progress={})
@@ -474,14 +477,18 @@ class Updater:
         current = self.esp.slot_entry(booted)
         # The other entry gets a fresh counter, so if it no longer boots the host
         # comes back here; the booted entry goes last (tries 0) but stays bootable.
-        fresh = bootentry.BootEntry(
-            self.release.name, entry.version, entry.slot, self._entry_cmdline(entry)
-        )
+        words = self._with_host_arguments(self._entry_cmdline(entry))
+        fresh = bootentry.BootEntry(self.release.name, entry.version, entry.slot, words)
         self.esp.write_entry(fresh)
         if entry.filename != bootentry.entry_filename(entry.version, entry.slot):
             self.esp.remove_entry(entry.filename)
         if current is not None:
             self.esp.mark_bad(current)
+
+    def _with_host_arguments(self, words: tuple[str, ...]) -> tuple[str, ...]:
+        """A new entry's extra words with the host's own kernel arguments applied, so
+        they outlive the entry provisioning edited."""
+        return cmdline.edit(words, cmdline.load(self.paths.kernel_arguments))
 
     def _entry_cmdline(self, entry: Entry) -> tuple[str, ...]:
         """The extra command line words of an existing entry (after its slot words)."""

@@ -4,7 +4,8 @@
 - stamp the image name and version into os-release;
 - take the kernel and initrd out of /boot (they go to the ESP and the slot payload);
 - move /var out: it becomes the seed of the var partition (and a factory copy stays
-  in the image), and point /root and /home at /var so they are writable.
+  in the image), and point /root, /home, /usr/local and /opt at /var so they are
+  writable (as on Fedora CoreOS: /usr/local -> ../var/usrlocal, /opt -> var/opt).
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ if TYPE_CHECKING:
     from composer.build.context import BuildContext
 
 FACTORY_VAR = "usr/share/factory/var"
+# Writable places of the image that live on /var: (path in the image, path in /var).
+# Their image content moves to /var before the factory copy is taken, so both hold it.
+# Link targets are relative, so the image resolves the same when mounted elsewhere.
+VAR_PLACES = (("usr/local", "usrlocal"), ("opt", "opt"))
 
 # Written at build time by package scripts; meaningless (or identity) on a host.
 BUILD_LEFTOVERS = (
@@ -102,10 +107,32 @@ def _take_kernel(tree: Path, dest: Path) -> tuple[Path, Path, str]:
     return dest / "vmlinuz", dest / "initrd.img", version
 
 
+def _relative_link(place: str, var_name: str) -> str:
+    """The target of a link at place (in the image) to var/var_name: ../var/usrlocal
+    for usr/local, var/opt for opt."""
+    return "../" * place.count("/") + f"var/{var_name}"
+
+
+def _move_to_var(tree: Path, place: str, var_name: str) -> None:
+    """Move tree/place (made if the tree has none) into tree/var and link it there."""
+    source = tree / place
+    moved = tree / "var" / var_name
+    if source.exists():
+        shutil.move(source, moved)
+    else:
+        moved.mkdir(mode=0o755)
+    source.symlink_to(_relative_link(place, var_name))
+
+
 def _split_var(tree: Path, seed: Path) -> None:
-    """Move /var (and /root's skeleton) to the var partition's seed tree."""
+    """Move /var (with /usr/local, /opt and /root's skeleton) to the var partition's
+    seed tree."""
     if seed.exists():
         shutil.rmtree(seed)
+    # /usr/local and /opt must be writable on a read-only root, and their files must
+    # survive updates and rollbacks: they live on /var.
+    for place, var_name in VAR_PLACES:
+        _move_to_var(tree, place, var_name)
     factory = tree / FACTORY_VAR
     factory.parent.mkdir(parents=True, exist_ok=True)
     commands.run(["cp", "-a", tree / "var", factory])

@@ -183,6 +183,8 @@ def _apply_link(tree: Tree, entry: Link) -> None:
 
 def apply_config(root: Path, config: Config) -> list[str]:
     """Apply config under root; returns the log of what was done (or found done)."""
+    if config.remote:  # their files hold placeholders until resolve.py fetches them
+        raise ConfigError("the config's http(s) contents were not fetched (see resolve.py)")
     tree = Tree(root)
     try:
         try:

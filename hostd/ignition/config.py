@@ -14,6 +14,7 @@ from hostd.ignition import names, schema
 from hostd.ignition.contents import INLINE_SINCE, MAX_FILE_BYTES, resource
 from hostd.ignition.document import load
 from hostd.ignition.errors import ConfigError
+from hostd.ignition.kernelargs import NO_KERNEL_ARGUMENTS, KernelArguments, kernel_arguments
 from hostd.ignition.paths import (
     READ_ONLY_HINT,
     WRITABLE_PREFIXES,
@@ -21,6 +22,8 @@ from hostd.ignition.paths import (
     conflicts,
     path_problem,
 )
+from hostd.ignition.references import references
+from hostd.ignition.remote import Pending, Remote
 from hostd.ignition.schema import FIELDS
 
 __all__ = [
@@ -125,6 +128,10 @@ class Config:
     links: tuple[Link, ...] = ()
     units: tuple[Unit, ...] = ()
     groups: tuple[Group, ...] = ()
+    # http(s) contents not fetched yet: their files hold b"" until resolve.py fills
+    # them in; apply refuses a config that still has any.
+    remote: tuple[Pending, ...] = ()
+    kernel_arguments: KernelArguments = NO_KERNEL_ARGUMENTS
 
     def summary(self) -> str:
         counts = {
@@ -134,6 +141,8 @@ class Config:
             "directory": len(self.directories),
             "link": len(self.links),
             "unit": len(self.units),
+            "kernel argument": len(self.kernel_arguments.should_exist)
+            + len(self.kernel_arguments.should_not_exist),
         }
         return ", ".join(f"{n} {what}(s)" for what, n in counts.items() if n) or "nothing"
 
@@ -328,7 +337,7 @@ def _users(config: dict[str, Any], problems: list[str]) -> tuple[User, ...]:
 
 
 def _storage(
-    config: dict[str, Any], version: str, problems: list[str]
+    config: dict[str, Any], version: str, problems: list[str], pending: list[Pending]
 ) -> tuple[tuple[File, ...], tuple[Directory, ...], tuple[Link, ...]]:
     storage = config.get("storage") or {}
 
@@ -339,20 +348,28 @@ def _storage(
             return None
         return _path(raw, f"{field}.path", problems)
 
-    files = []
+    files: list[File] = []
     total = 0
     for index, entry in enumerate(storage.get("files") or []):
         field = f"storage.files[{index}]"
         path = path_of(entry, field)
-        contents = resource(entry.get("contents"), f"{field}.contents", version, problems)
+        found = resource(entry.get("contents"), f"{field}.contents", version, problems)
+        if isinstance(found, Remote):  # fetched at first boot; b"" holds its place
+            pending.append(Pending(len(files), None, found))
+            found = b""
+        contents = found
         overwrite = bool(entry.get("overwrite"))
         if overwrite and contents is None:
             problems.append(f"field '{field}.overwrite' is true, which needs contents.source")
-        append = tuple(
-            data
-            for i, item in enumerate(entry.get("append") or [])
-            if (data := resource(item, f"{field}.append[{i}]", version, problems)) is not None
-        )
+        fragments: list[bytes] = []
+        for i, item in enumerate(entry.get("append") or []):
+            data = resource(item, f"{field}.append[{i}]", version, problems)
+            if isinstance(data, Remote):
+                pending.append(Pending(len(files), len(fragments), data))
+                data = b""
+            if data is not None:
+                fragments.append(data)
+        append = tuple(fragments)
         total += len(contents or b"") + sum(len(data) for data in append)
         if path is not None:
             files.append(
@@ -497,11 +514,16 @@ def _parse(raw: bytes) -> Config:
     for key, value in timeouts.items():
         if isinstance(value, int) and value < 0:
             problems.append(f"field 'ignition.timeouts.{key}' must not be negative")
+    references(document, version, problems)  # shapes only: nothing is fetched here
     groups = _groups(document, problems)
     users = _users(document, problems)
-    files, directories, links = _storage(document, version, problems)
+    pending: list[Pending] = []
+    files, directories, links = _storage(document, version, problems, pending)
     units = _units(document, problems)
+    arguments = kernel_arguments(document, problems)
     problems += conflicts(planned_paths(files, directories, links, units))
     if problems:
         raise ConfigError("; ".join(problems))
-    return Config(version, users, files, directories, links, units, groups)
+    return Config(
+        version, users, files, directories, links, units, groups, tuple(pending), arguments
+    )

@@ -9,11 +9,13 @@ PATH_MAX = 4096
 NAME_MAX = 255
 
 # Writable places on a Keel host; everything else is the read-only OS slot.
-# /home and /root are links into /var.
-WRITABLE_PREFIXES = ("/etc/", "/var/", "/home/", "/root/")
+# /home, /root, /opt and /usr/local are the image's links into /var (as on Fedora
+# CoreOS), which safefs resolves beneath the root.
+WRITABLE_PLACES = ("/etc", "/var", "/home", "/root", "/usr/local", "/opt")
+WRITABLE_PREFIXES = tuple(f"{place}/" for place in WRITABLE_PLACES)
 READ_ONLY_HINT = (
-    "the OS (/, /usr, /bin, /lib, /boot, /opt, ...) is a read-only image; "
-    "a config may write under /etc and /var (and /home, /root, which live on /var)"
+    "the OS (/, /usr, /bin, /lib, /boot, ...) is a read-only image; a config may write "
+    "under /etc and /var (and /home, /root, /usr/local, /opt, which live on /var)"
 )
 
 
@@ -35,7 +37,7 @@ def path_problem(raw: str, field: str, *, writable: bool = True) -> str | None:
         return f"field '{field}' has a name longer than {NAME_MAX} bytes"
     if writable and not (raw + "/").startswith(WRITABLE_PREFIXES):
         return f"field '{field}' is {raw!r}, on the read-only OS: {READ_ONLY_HINT}"
-    if writable and raw in ("/etc", "/var", "/home", "/root"):
+    if writable and raw in WRITABLE_PLACES:
         return f"field '{field}' is {raw!r} itself; name something inside it"
     return None
 

@@ -8,9 +8,12 @@ fchown, fchmod, fsync and a rename between directory descriptors), so neither a 
 planted in the tree nor one made earlier by the same config (or by a user on a live
 host) can redirect a write, for example onto /etc/shadow.
 
-One exception: a top-level entry of the root (`/home -> var/home`, `/root ->
-var/roothome` on Keel) may be a link, resolved beneath the root. Those belong to the
-read-only OS image, which no user can change."""
+One exception: the image's own links into /var may be resolved, beneath the root:
+any top-level entry of the root (`/home -> var/home`, `/root -> var/roothome`, `/opt
+-> var/opt` on Keel), and /usr/local (`-> ../var/usrlocal`), named in IMAGE_LINKS as
+the one nested link. Those belong to the read-only OS image, which no user can change;
+they are resolved only while walking the path as given (never inside a link's target),
+and whatever they point at is walked without following any further link."""
 
 from __future__ import annotations
 
@@ -27,6 +30,9 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: opening a FIFO planted at a path must not hang the boot.
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _TEMP_TRIES = 100
+# Links below the top level that the image defines and a walk may resolve: /usr is a
+# directory of the image, /usr/local in it a link to ../var/usrlocal (writable).
+IMAGE_LINKS = frozenset({"usr/local"})
 
 
 class UnsafePath(OSError):
@@ -63,9 +69,14 @@ class Root:
 
     # -- walking ---------------------------------------------------------------
 
-    def _open_child(self, parent: int, name: str, shown: str, top: bool, create: bool) -> int:
+    def _open_child(
+        self, parent: int, name: str, shown: str, where: list[str] | None, create: bool
+    ) -> tuple[int, bool]:
+        """(descriptor of parent's child name, whether an image link was resolved).
+        where: the components from the root up to name, if every one before it was
+        opened as a plain directory (None once a link was resolved)."""
         try:
-            return os.open(name, _DIR_FLAGS, dir_fd=parent)
+            return os.open(name, _DIR_FLAGS, dir_fd=parent), False
         except FileNotFoundError:
             if not create:
                 raise
@@ -77,27 +88,31 @@ class Root:
             if os.geteuid() == 0:
                 os.fchown(fd, 0, 0)
             os.fchmod(fd, 0o755)
-            return fd
+            return fd, False
         except OSError as error:
             if error.errno not in (errno.ELOOP, errno.ENOTDIR):
                 raise
         info = os.stat(name, dir_fd=parent, follow_symlinks=False)
-        if stat.S_ISLNK(info.st_mode) and top:
-            target = os.readlink(name, dir_fd=parent)
-            if ".." not in target.split("/"):
-                return self._walk(split(target), f"/{name}", create, top=False)
+        if stat.S_ISLNK(info.st_mode) and where is not None:
+            resolved = image_link_target(where, os.readlink(name, dir_fd=parent))
+            if resolved is not None:
+                return self._walk(resolved, shown, create, literal=False), True
         if stat.S_ISLNK(info.st_mode):
             raise UnsafePath(errno.ELOOP, f"{shown} is a symbolic link; not following it")
         raise UnsafePath(errno.ENOTDIR, f"{shown} is not a directory")
 
-    def _walk(self, parts: list[str], shown: str, create: bool, top: bool = True) -> int:
+    def _walk(self, parts: list[str], shown: str, create: bool, literal: bool = True) -> int:
+        """Descriptor of the directory parts (from the root). literal: parts is the
+        path as given, on which the image's own links may be resolved."""
         fd = os.dup(self.fd)
         try:
             for index, name in enumerate(parts):
-                here = shown if not top else "/" + "/".join(parts[: index + 1])
-                child = self._open_child(fd, name, here, top and index == 0, create)
+                here = "/" + "/".join(parts[: index + 1]) if literal else shown
+                where = parts[: index + 1] if literal else None
+                child, resolved = self._open_child(fd, name, here, where, create)
                 os.close(fd)
                 fd = child
+                literal = literal and not resolved
         except BaseException:
             os.close(fd)
             raise
@@ -253,6 +268,24 @@ class Root:
             return None  # the missing part is made by us, as directories
         except UnsafePath as error:
             return f"{path}: {error.strerror}"
+
+
+def image_link_target(where: list[str], target: str) -> list[str] | None:
+    """The components, from the root, a link at where (components from the root) leads
+    to, if it is one of the image's links a walk may resolve; None otherwise.
+    Leading '..' may climb out of the link's own folder (/usr/local ->
+    ../var/usrlocal), never above the root; '..' anywhere else is refused."""
+    if len(where) != 1 and "/".join(where) not in IMAGE_LINKS:
+        return None
+    names = split(target)
+    climbs = 0
+    while climbs < len(names) and names[climbs] == "..":
+        climbs += 1
+    base = [] if target.startswith("/") else where[:-1]
+    rest = names[climbs:]
+    if climbs > len(base) or not rest or ".." in rest:
+        return None
+    return base[: len(base) - climbs] + [n for n in rest if n != "."]
 
 
 def _unlink_quietly(name: str, dir_fd: int) -> None:

@@ -12,7 +12,17 @@ from typing import Any
 SINCE = {
     "passwd.users[].shouldExist": "3.2.0",
     "passwd.groups[].shouldExist": "3.2.0",
+    "kernelArguments": "3.3.0",
 }
+# Every resource (file contents, append, config references, CAs) may carry headers.
+_RESOURCES = (
+    "storage.files[].contents",
+    "storage.files[].append[]",
+    "ignition.config.merge[]",
+    "ignition.config.replace",
+    "ignition.security.tls.certificateAuthorities[]",
+)
+SINCE.update({f"{resource}.httpHeaders": "3.1.0" for resource in _RESOURCES})
 
 _OWNER: dict[str, type] = {"": dict, ".id": int, ".name": str}
 _RESOURCE: dict[str, type] = {
@@ -22,6 +32,10 @@ _RESOURCE: dict[str, type] = {
     ".compression": str,
     ".verification": dict,
     ".verification.hash": str,
+    ".httpHeaders": list,  # only for http(s) sources, see remote.py
+    ".httpHeaders[]": dict,
+    ".httpHeaders[].name": str,
+    ".httpHeaders[].value": str,
 }
 
 
@@ -44,11 +58,16 @@ def _node(prefix: str) -> dict[str, type]:
 FIELDS: dict[str, type] = {
     "ignition": dict,
     "ignition.version": str,
-    # Containers whose content is refused below, but which butane writes empty.
+    # Fetched at first boot by resolve.py, after the whole config validated.
     "ignition.config": dict,
+    "ignition.config.merge": list,
+    **_nested("ignition.config.merge[]", _RESOURCE),
+    **_nested("ignition.config.replace", _RESOURCE),
     "ignition.security": dict,
     "ignition.security.tls": dict,
-    "ignition.timeouts": dict,  # only about fetches: accepted, nothing to apply
+    "ignition.security.tls.certificateAuthorities": list,
+    **_nested("ignition.security.tls.certificateAuthorities[]", _RESOURCE),
+    "ignition.timeouts": dict,  # for http(s) fetches, see fetch.py
     "ignition.timeouts.httpResponseHeaders": int,
     "ignition.timeouts.httpTotal": int,
     "passwd": dict,
@@ -102,9 +121,14 @@ FIELDS: dict[str, type] = {
     "systemd.units[].dropins[]": dict,
     "systemd.units[].dropins[].name": str,
     "systemd.units[].dropins[].contents": str,
+    # Applied by hostd/provision.py to the booted loader entry, kept for updates.
+    "kernelArguments": dict,
+    "kernelArguments.shouldExist": list,
+    "kernelArguments.shouldExist[]": str,
+    "kernelArguments.shouldNotExist": list,
+    "kernelArguments.shouldNotExist[]": str,
 }
 
-_FETCH = "fetching at first boot is not supported (http(s) sources will come later)"
 _DISKS = (
     "a Keel disk's layout is fixed by the image (A/B OS slots and var), so first boot "
     "does not partition, format or assemble disks (not supported for now); mount an "
@@ -113,22 +137,13 @@ _DISKS = (
 
 # Spec fields Keel does not apply -> one sentence why, or what to use instead.
 REFUSED: dict[str, str] = {
-    "ignition.config.merge": f"merging another config needs {_FETCH}; combine the "
-    "configs before delivering one",
-    "ignition.config.replace": f"replacing the config needs {_FETCH}; deliver the "
-    "other config instead",
-    "ignition.security.tls.certificateAuthorities": "extra CAs only matter for https "
-    f"fetches, and {_FETCH}; to trust a CA on the host, write it under "
-    "/usr/local/share/ca-certificates or /etc/ssl/certs with storage.files",
-    "ignition.proxy": f"a proxy only matters for fetches, and {_FETCH}; for the host's "
-    "own proxy write /etc/environment or a systemd drop-in with storage.files",
+    "ignition.proxy": "first-boot fetches go direct, not through a proxy (not supported "
+    "for now); for the host's own proxy write /etc/environment or a systemd drop-in "
+    "with storage.files",
     "storage.disks": _DISKS,
     "storage.raid": _DISKS,
     "storage.filesystems": _DISKS,
     "storage.luks": "LUKS volumes are not set up at first boot (not supported for now)",
-    "kernelArguments": "kernel arguments belong to the image's boot entries, not to a "
-    "first-boot config (not supported for now)",
-    "httpHeaders": f"HTTP headers only matter for http(s) sources, and {_FETCH}",
     "networkd": "the networkd section was removed in Ignition spec 3; write "
     "systemd-networkd files in /etc/systemd/network with storage.files (static "
     "addresses too)",

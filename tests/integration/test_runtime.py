@@ -61,6 +61,13 @@ storage:
     - path: /etc/keel-test/local.txt
       contents:
         local: local.txt
+    # /usr/local is writable (a link into /var, issue 13); the unit below runs it.
+    - path: /usr/local/bin/keel-test-hello
+      mode: 0755
+      contents:
+        inline: |
+          #!/bin/sh
+          mkdir -p /var/lib/keel-test && echo ran >> /var/lib/keel-test/runs
 systemd:
   units:
     - name: keel-test-hello.service
@@ -71,7 +78,7 @@ systemd:
         [Service]
         Type=oneshot
         RemainAfterExit=yes
-        ExecStart=/bin/sh -c 'mkdir -p /var/lib/keel-test && echo ran >> /var/lib/keel-test/runs'
+        ExecStart=/usr/local/bin/keel-test-hello
         [Install]
         WantedBy=multi-user.target
 """
@@ -171,7 +178,10 @@ def test_butane_config_was_applied_on_first_boot(vm_a: KeelVM, ops_key: tuple[Pa
     assert out(vm_a, "cat /etc/keel-test/greeting.txt") == "hello from butane"
     assert out(vm_a, "cat /etc/keel-test/local.txt") == "from a local file"
     assert out(vm_a, "systemctl is-active keel-test-hello.service") == "active"
-    assert out(vm_a, "cat /var/lib/keel-test/runs") == "ran"
+    assert out(vm_a, "cat /var/lib/keel-test/runs") == "ran"  # by /usr/local/bin's script
+    assert out(vm_a, "readlink /usr/local") == "../var/usrlocal"
+    assert out(vm_a, "stat -c '%a %U' /var/usrlocal/bin/keel-test-hello") == "755 root"
+    assert out(vm_a, "command -v keel-test-hello") == "/usr/local/bin/keel-test-hello"
     assert "docker" in out(vm_a, "id -nG ops").split()
     # The user logs in with the key from the config.
     client = login(vm_a.ssh_port, ops_key[0], "ops")
@@ -289,6 +299,8 @@ def test_after_a_reboot_etc_and_volumes_persist_and_nothing_is_reapplied(vm_a: K
     assert out(vm_a, "cat /etc/keel-test/greeting.txt") == "changed"
     assert "ConditionResult=no" in out(vm_a, "systemctl show -p ConditionResult keel-provision")
     assert out(vm_a, "cat /var/lib/keel-test/runs").splitlines() == ["ran", "ran"]  # unit enabled
+    # The script the config put in /usr/local/bin is on /var: kept, and it ran again.
+    assert out(vm_a, "cat /usr/local/bin/keel-test-hello").startswith("#!/bin/sh")
     deadline = time.monotonic() + 180
     starts = ""
     while time.monotonic() < deadline:

@@ -91,6 +91,7 @@ def make_host(tmp_path: Path) -> Host:
         release=tmp_path / "release",
         trust_root=tmp_path / "keys/root.json",
         tuf_cache=tmp_path / "state/tuf",
+        kernel_arguments=tmp_path / "kernel-arguments.json",
         booted_slot=lambda: booted["slot"],
         reboot=lambda: reboots.append("reboot"),
         policy=lambda: Policy(repository=f"file://{repo}"),

@@ -128,7 +128,7 @@ def test_local_contents_stay_inside_the_files_dir(tmp_path: Path) -> None:
 
 
 def test_read_only_paths_are_refused_at_translation() -> None:
-    text = "variant: keel\nversion: 1.0.0\nstorage:\n  directories:\n    - path: /usr/local/x\n"
+    text = "variant: keel\nversion: 1.0.0\nstorage:\n  directories:\n    - path: /usr/lib/x\n"
     with pytest.raises(ButaneError, match="read-only"):
         translate(text)
 

@@ -113,6 +113,9 @@ def install_containers(defn: ImageDefinition, tree: Path) -> None:
     archives = tree / ARCHIVE_DIR
     if defn.containers.archives:
         archives.mkdir(parents=True, exist_ok=True)
+        # Loaded at boot, also in an image that declares no container to start them:
+        # nothing else would pull the loader in (the engine starts on demand).
+        _enable(tree, LOAD_UNIT, LOAD_UNIT)
     for index, archive in enumerate(defn.containers.archives):
         # A numbered name keeps the load order of the definition.
         dest = archives / f"{index:02d}-{archive.name}"
@@ -130,11 +133,16 @@ def install_containers(defn: ImageDefinition, tree: Path) -> None:
         dropin = tree / UNIT_DIR / f"{instance}.d" / "10-container.conf"
         dropin.parent.mkdir(parents=True, exist_ok=True)
         dropin.write_text(unit_dropin(service))
-        wants = tree / "etc/systemd/system/multi-user.target.wants" / instance
-        wants.parent.mkdir(parents=True, exist_ok=True)
-        if wants.is_symlink():
-            wants.unlink()
-        wants.symlink_to(f"/{UNIT_DIR}/{TEMPLATE}")
+        _enable(tree, instance, TEMPLATE)
+
+
+def _enable(tree: Path, name: str, unit_file: str) -> None:
+    """What `systemctl enable` does for a unit WantedBy=multi-user.target."""
+    wants = tree / "etc/systemd/system/multi-user.target.wants" / name
+    wants.parent.mkdir(parents=True, exist_ok=True)
+    if wants.is_symlink():
+        wants.unlink()
+    wants.symlink_to(f"/{UNIT_DIR}/{unit_file}")
 
 
 def step(ctx: BuildContext) -> None:

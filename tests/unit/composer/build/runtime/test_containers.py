@@ -97,6 +97,20 @@ def test_install_writes_units_archives_and_enables(
     assert os.readlink(link) == "/usr/lib/systemd/system/keel-container@.service"
 
 
+def test_archives_alone_are_loaded_at_boot(
+    project: Project, minimal: Callable[[str], str], tmp_path: Path
+) -> None:
+    # No declared container pulls the loader in, and the engine starts on demand: the
+    # loader itself must be enabled (found by the bookworm smoke test in QEMU).
+    (project.images / "web.tar").write_bytes(b"archive")
+    tree = tmp_path / "tree"
+    install_containers(project.load(minimal("containers:\n  archives: [web.tar]\n")), tree)
+    link = tree / "etc/systemd/system/multi-user.target.wants/keel-container-load.service"
+    assert os.readlink(link) == "/usr/lib/systemd/system/keel-container-load.service"
+    unit = (tree / "usr/lib/systemd/system/keel-container-load.service").read_text()
+    assert "WantedBy=multi-user.target" in unit  # so the first boot's presets keep it
+
+
 def test_host_volumes_outside_var_are_refused(
     project: Project, minimal: Callable[[str], str], tmp_path: Path
 ) -> None:

@@ -58,6 +58,8 @@ def test_bookworm_host_runs_a_container_for_the_current_cli_over_ssh(
     bookworm_vm: KeelVM, keel_image: Path, tmp_path: Path
 ) -> None:
     assert bookworm_vm.run("cat /etc/debian_version", check=True).stdout.startswith("12.")
+    # SSH answers before the boot is done; the baked image is loaded during the boot.
+    bookworm_vm.run("systemctl is-system-running --wait", timeout=300)
     # keel_image: the default (trixie) image is built, so its client is in the cache.
     client = docker_client(DEFAULT_IMAGE)
     result = docker_over_ssh(

@@ -340,19 +340,29 @@ def _storage(
     config: dict[str, Any], version: str, problems: list[str], pending: list[Pending]
 ) -> tuple[tuple[File, ...], tuple[Directory, ...], tuple[Link, ...]]:
     storage = config.get("storage") or {}
+    return (
+        _files(storage.get("files") or [], version, problems, pending),
+        _directories(storage.get("directories") or [], problems),
+        _links(storage.get("links") or [], problems),
+    )
 
-    def path_of(entry: dict[str, Any], field: str) -> str | None:
-        raw = entry.get("path")
-        if not raw:
-            problems.append(f"field '{field}.path' is required")
-            return None
-        return _path(raw, f"{field}.path", problems)
 
+def _entry_path(entry: dict[str, Any], field: str, problems: list[str]) -> str | None:
+    raw = entry.get("path")
+    if not raw:
+        problems.append(f"field '{field}.path' is required")
+        return None
+    return _path(raw, f"{field}.path", problems)
+
+
+def _files(
+    entries: list[Any], version: str, problems: list[str], pending: list[Pending]
+) -> tuple[File, ...]:
     files: list[File] = []
     total = 0
-    for index, entry in enumerate(storage.get("files") or []):
+    for index, entry in enumerate(entries):
         field = f"storage.files[{index}]"
-        path = path_of(entry, field)
+        path = _entry_path(entry, field, problems)
         found = resource(entry.get("contents"), f"{field}.contents", version, problems)
         if isinstance(found, Remote):  # fetched at first boot; b"" holds its place
             pending.append(Pending(len(files), None, found))
@@ -385,10 +395,14 @@ def _storage(
             )
     if total > MAX_TOTAL_BYTES:
         problems.append(f"the files hold {total} bytes in all; at most {MAX_TOTAL_BYTES}")
+    return tuple(files)
+
+
+def _directories(entries: list[Any], problems: list[str]) -> tuple[Directory, ...]:
     directories = []
-    for index, entry in enumerate(storage.get("directories") or []):
+    for index, entry in enumerate(entries):
         field = f"storage.directories[{index}]"
-        path = path_of(entry, field)
+        path = _entry_path(entry, field, problems)
         if path is not None:
             directories.append(
                 Directory(
@@ -399,10 +413,14 @@ def _storage(
                     group=_owner(entry.get("group"), f"{field}.group", problems),
                 )
             )
+    return tuple(directories)
+
+
+def _links(entries: list[Any], problems: list[str]) -> tuple[Link, ...]:
     links = []
-    for index, entry in enumerate(storage.get("links") or []):
+    for index, entry in enumerate(entries):
         field = f"storage.links[{index}]"
-        path = path_of(entry, field)
+        path = _entry_path(entry, field, problems)
         target = entry.get("target")
         if not target:
             problems.append(f"field '{field}.target' is required")
@@ -423,7 +441,7 @@ def _storage(
                     group=_owner(entry.get("group"), f"{field}.group", problems),
                 )
             )
-    return tuple(files), tuple(directories), tuple(links)
+    return tuple(links)
 
 
 def _units(config: dict[str, Any], problems: list[str]) -> tuple[Unit, ...]:

@@ -42,6 +42,10 @@ DPKG_PATH_EXCLUDES = (
     # about a hundred, and compiling them took apparmor.service 10 s of every boot
     # under emulation. Containers get the profile dockerd loads itself.
     "/etc/apparmor.d/*",
+    # python3's registration of .pyc files as programs of their own with binfmt_misc:
+    # nothing on a Keel host runs a .pyc directly, and with the folder empty
+    # systemd-binfmt.service has nothing to do at boot.
+    "/usr/lib/binfmt.d/python3*.conf",
 )
 DPKG_PATH_INCLUDES = (
     # Licences stay, as Debian asks.
@@ -72,7 +76,12 @@ def _initramfs_inputs(defn: ImageDefinition) -> dict[str, str]:
     for path in sorted(INITRAMFS_OVERLAY.rglob("*")):
         if path.is_file():
             files[str(path.relative_to(INITRAMFS_OVERLAY))] = path.read_text()
-    files["etc/initramfs-tools/modules"] = "".join(f"{m}\n" for m in defn.kernel.initrd_modules)
+    # Not /etc/initramfs-tools/modules: initramfs-tools loads every module listed there
+    # on each boot, one after another, whether or not the machine has the hardware.
+    # The keel-modules hook only copies them in; udev loads each when a device asks.
+    files["etc/initramfs-tools/keel-modules"] = "".join(
+        f"{m}\n" for m in defn.kernel.initrd_modules
+    )
     return files
 
 

@@ -167,6 +167,6 @@ def test_the_unit_runs_the_script_on_every_boot_before_sshd() -> None:
     # No condition on a key file: an empty or cut-short key exists all the same.
     assert "Condition" not in unit
     assert "ExecStart=/usr/lib/keel/ssh-host-keys\n" in unit
-    assert "Before=ssh.service\n" in unit
+    assert "Before=ssh.service " in unit
     assert SCRIPT.stat().st_mode & 0o111, "git must keep the script executable"
     assert textwrap.dedent(SCRIPT.read_text()).startswith("#!/bin/sh\n")

@@ -15,7 +15,14 @@ retried blindly on every boot.
 kernelArguments are written into the booted slot's loader entry on the ESP (its
 `options` line) and kept in /var/lib/keel/kernel-arguments.json, from which hostd adds
 them to every entry it writes later. The running kernel keeps its command line: they
-take effect from the next boot (provisioning never reboots the machine)."""
+take effect from the next boot (provisioning never reboots the machine).
+
+storage.disks and storage.filesystems are partitioned and formatted first (see
+hostd/ignition/storage.py). The config's mount and swap units (Butane's
+with_mount_unit makes them, `RequiredBy=local-fs.target`) are started here, waiting
+until they are active, before this unit ends: keel-provision.service is ordered before
+docker.service and containerd.service, so on the first boot /var/lib/docker is mounted
+before the engine starts, as local-fs.target makes sure on every later boot."""
 
 from __future__ import annotations
 
@@ -31,12 +38,14 @@ from typing import TYPE_CHECKING, Any
 from hostd.ignition.apply import apply_config
 from hostd.ignition.config import Config, ConfigError, parse_config
 from hostd.ignition.document import MAX_CONFIG_BYTES
+from hostd.ignition.errors import ApplyError
 from hostd.ignition.resolve import resolve
 from hostd.ignition.safefs import Root
 from hostd.ignition.tree import Tree
 
 if TYPE_CHECKING:
     from hostd.esp import Entry, EspTree
+    from hostd.ignition.blockdev import Machine
     from hostd.ignition.kernelargs import KernelArguments
 
 FW_CFG = "sys/firmware/qemu_fw_cfg/by_name"
@@ -47,6 +56,8 @@ CONFIG_SOURCES = (
     "usr/lib/keel/provision.ign",
 )
 STATE_FILE = "var/lib/keel/provisioned.json"
+# A mount or swap unit of the config gets this long to become active (its fsck too).
+MOUNT_TIMEOUT = 300
 
 __all__ = ["ConfigError", "main", "parse_config", "provision"]
 
@@ -124,30 +135,69 @@ def apply_kernel_arguments(
     ]
 
 
-def _apply(root: Path, config: Config) -> list[str]:
+def _apply(root: Path, config: Config, machine: Machine | None = None) -> list[str]:
     """Apply everything the config asks for; ConfigError before any write if the
     machine cannot take it."""
     booted = booted_entry(root) if config.kernel_arguments else None
-    log = apply_config(root, config)
+    log = apply_config(root, config, machine)
     if booted is not None:
         log += apply_kernel_arguments(root, config.kernel_arguments, booted)
     return log
 
 
-def _activate(config: Config) -> None:
-    """On the live system: make systemd see new units and start the enabled ones now
-    (provisioning runs while the boot transaction is already under way)."""
+def _is_mount(name: str) -> bool:
+    return name.endswith((".mount", ".swap"))
+
+
+def _mount_now(config: Config) -> list[str]:
+    """On the live system: make systemd see the new units, then start the config's
+    enabled mount and swap units and wait for them, so they are active before this
+    unit ends and docker.service (ordered after it) starts. What happened, for the log;
+    a unit that does not start is reported, not raised: the config is applied."""
     if not config.units:
-        return
+        return []
     subprocess.run(["systemctl", "daemon-reload"], check=False)
+    log = []
     for unit in config.units:
-        if unit.enabled and not unit.name.rpartition(".")[0].endswith("@"):
+        if not (unit.enabled and _is_mount(unit.name)):
+            continue
+        say(f"starting {unit.name}")
+        try:
+            result = subprocess.run(
+                ["systemctl", "start", "--", unit.name],
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=MOUNT_TIMEOUT,
+            )
+            problem = "" if result.returncode == 0 else result.stderr.strip() or "failed"
+        except subprocess.TimeoutExpired:
+            problem = f"not active after {MOUNT_TIMEOUT}s"
+        if problem:
+            log.append(f"could not start {unit.name}: {problem} (journalctl -u {unit.name})")
+        else:
+            log.append(f"started {unit.name}")
+    return log
+
+
+def _activate(config: Config) -> None:
+    """On the live system: start the other enabled units now (provisioning runs while
+    the boot transaction is already under way); systemd was reloaded by _mount_now."""
+    for unit in config.units:
+        if (
+            unit.enabled
+            and not _is_mount(unit.name)
+            and not unit.name.rpartition(".")[0].endswith("@")
+        ):
             say(f"starting {unit.name}")
             subprocess.run(["systemctl", "start", "--no-block", "--", unit.name], check=False)
 
 
-def provision(root: Path = Path("/"), live: bool = False) -> dict[str, Any]:
-    """Find, validate and apply the config under root; returns the state written."""
+def provision(
+    root: Path = Path("/"), live: bool = False, machine: Machine | None = None
+) -> dict[str, Any]:
+    """Find, validate and apply the config under root; returns the state written.
+    machine: the block devices a config's storage.disks name (None: this machine's)."""
     state: dict[str, Any] = {"time": int(time.time())}
     found = find_config(root)
     if found is None:
@@ -161,9 +211,15 @@ def provision(root: Path = Path("/"), live: bool = False) -> dict[str, Any]:
         # Validated as a whole, then whatever it names over http(s) is fetched: a
         # fetch that fails leaves nothing written.
         config = resolve(raw)
-        log = _apply(root, config)
+        log = _apply(root, config, machine)
     except ConfigError as error:
         say(f"config from {source} was NOT applied (nothing of it was): {error}")
+        state.update(result="failed", error=str(error))
+        _record(root, state)
+        return state
+    except ApplyError as error:
+        # Everything was checked, then a disk tool failed: nothing after it was applied.
+        say(f"config from {source} failed while applying, nothing after this step: {error}")
         state.update(result="failed", error=str(error))
         _record(root, state)
         return state
@@ -176,6 +232,11 @@ def provision(root: Path = Path("/"), live: bool = False) -> dict[str, Any]:
         state.update(result="failed", error=f"{type(error).__name__}: {error}")
         _record(root, state)
         return state
+    if live:
+        try:
+            log += _mount_now(config)
+        except Exception as error:  # applied; mounting is reported, not fatal
+            log.append(f"could not start the mount units: {error}")
     for line in log:
         say(line)
     say(f"applied config from {source}: {config.summary()}")

@@ -86,9 +86,38 @@ STRUCTS: dict[str, list[Field]] = {
     ],
     "Storage": [
         ("directories", "directories", ["Directory"], 1),
+        ("disks", "disks", ["Disk"], 1),
         ("files", "files", ["File"], 1),
+        ("filesystems", "filesystems", ["Filesystem"], 1),
         ("links", "links", ["Link"], 1),
         ("trees", None, ["Tree"], 2),
+    ],
+    "Disk": [
+        ("device", "device", "str", 1),
+        ("partitions", "partitions", ["Partition"], 1),
+        ("wipe_table", "wipeTable", "bool", 1),
+    ],
+    "Partition": [
+        ("guid", "guid", "str", 1),
+        ("label", "label", "str", 1),
+        ("number", "number", "int", 1),  # omitted when 0, as Go's omitempty does
+        ("resize", "resize", "bool", 3),
+        ("should_exist", "shouldExist", "bool", 1),
+        ("size_mib", "sizeMiB", "int", 1),
+        ("start_mib", "startMiB", "int", 1),
+        ("type_guid", "typeGuid", "str", 1),
+        ("wipe_partition_entry", "wipePartitionEntry", "bool", 1),
+    ],
+    "Filesystem": [
+        ("device", "device", "str", 1),
+        ("format", "format", "str", 1),
+        ("label", "label", "str", 1),
+        ("mount_options", "mountOptions", ["str"], 2),
+        ("options", "options", ["str"], 1),
+        ("path", "path", "str", 1),
+        ("uuid", "uuid", "str", 1),
+        ("wipe_filesystem", "wipeFilesystem", "bool", 1),
+        ("with_mount_unit", None, "bool", 2),  # a systemd unit, see translate.py
     ],
     "Owner": [("id", "id", "int", 1), ("name", "name", "str", 1)],
     "File": [
@@ -116,13 +145,23 @@ STRUCTS: dict[str, list[Field]] = {
     ],
 }
 
-# Butane fields Keel does not translate (disks, RAID, LUKS, filesystems and the fcos
-# boot device are for installers, not for a container host's first boot): refused by
-# name rather than as a typo.
+# Butane fields Keel does not translate, each with why: refused by name rather than as
+# a typo.
 NOT_TRANSLATED = {
-    "Storage": ("disks", "raid", "filesystems", "luks"),
-    "Config": ("boot_device", "grub"),
+    "Storage": {
+        "raid": "software RAID is not assembled at first boot (not supported for now)",
+        "luks": "LUKS volumes are not set up at first boot (not supported for now)",
+    },
+    "Config": {
+        "boot_device": "it lays out the OS disk, which Keel's image fixes (A/B slots and "
+        "var); extra disks go in storage.disks",
+        "grub": "Keel boots with systemd-boot, not GRUB",
+    },
 }
 
 # Ignition requires these; without them butane's output fails Ignition's validation.
-REQUIRED = {"path", "name"}
+REQUIRED = {
+    **{kind: {"path"} for kind in ("File", "Directory", "Link")},
+    **{kind: {"name"} for kind in ("PasswdGroup", "PasswdUser", "Unit", "Dropin", "HTTPHeader")},
+    **{kind: {"device"} for kind in ("Disk", "Filesystem")},
+}

@@ -17,11 +17,23 @@ from composer.provisioning.schema import NOT_TRANSLATED, REQUIRED, STRUCTS
 from composer.provisioning.sources import LocalFileError, make_data_url, read_local, walk_tree
 from composer.provisioning.variants import SPECS, Spec, supported
 from composer.provisioning.yaml12 import Mapping, Node, Scalar, Sequence
+from hostd.ignition.merge import merge_documents
+from hostd.ignition.names import path_unit_name
 
 _KIND_NAMES = {"str": "a string", "int": "an integer", "bool": "true or false"}
 _DECIMAL_MODE = (
     "unreasonable mode would be reasonable if specified in octal; remember to add a leading zero"
 )
+# butane's messages (config/common/errors.go), word for word.
+_MOUNT_NO_PATH = "path is required if with_mount_unit is true and format is not swap"
+_MOUNT_NO_FORMAT = "format is required if with_mount_unit is true"
+_MOUNT_FORBIDDEN = "path must be under /etc or /var if with_mount_unit is true"
+_REUSE_BY_LABEL = (
+    "partitions cannot be reused by label; number must be specified except on boot disk "
+    "(/dev/disk/by-id/coreos-boot-disk) or when wipe_table is true"
+)
+_COREOS_BOOT_DISK = "/dev/disk/by-id/coreos-boot-disk"
+_FCOS_MOUNT_PLACES = re.compile(r"^/(etc|var)(/|$)")
 # Go's encoding/json escapes these inside strings (HTML safety); butane's output has them so.
 _GO_ESCAPES = {
     "<": "\\u003c",
@@ -102,6 +114,7 @@ class Translator:
         self.auto_compression = auto_compression
         self.errors: list[str] = []
         self.warnings: list[str] = []
+        self.mount_units: list[dict[str, Any]] = []  # with_mount_unit, in order
 
     def error(self, line: int, path: str, message: str) -> None:
         self.errors.append(f"{self.name}:{line}: field '{path}': {message}")
@@ -147,13 +160,9 @@ class Translator:
             spec = fields.get(key)
             if spec is not None and spec[3] <= self.spec.base:
                 given[key] = (line, child)
-            elif key in NOT_TRANSLATED.get(kind, ()):
-                self.error(
-                    line,
-                    where,
-                    "is a Butane field Keel does not translate "
-                    "(disks, RAID, LUKS, filesystems and boot devices are set up by the image)",
-                )
+            elif key in NOT_TRANSLATED.get(kind, {}):
+                reason = NOT_TRANSLATED[kind][key]
+                self.error(line, where, f"is a Butane field Keel does not translate: {reason}")
             elif spec is not None:
                 self.error(
                     line,
@@ -172,8 +181,8 @@ class Translator:
             value = self.value(given[yaml_name][1], child_kind, f"{path}.{yaml_name}".lstrip("."))
             if value is not None and value != {} and value != []:
                 out[json_name] = value
-        for required in REQUIRED & fields.keys():
-            if required not in out and required not in given and kind != "Owner":
+        for required in REQUIRED.get(kind, set()):
+            if required not in out and required not in given:
                 self.error(node.line, f"{path}.{required}", "is required")
                 out[required] = ""
         special = getattr(self, f"special_{kind}", None)
@@ -296,6 +305,52 @@ class Translator:
     ) -> None:
         self._mode_warning(out, given, path, True)
 
+    # -- disks and filesystems ------------------------------------------------------
+
+    def special_Partition(
+        self, out: dict[str, Any], given: dict[str, tuple[int, Node]], path: str, line: int
+    ) -> None:
+        if out.get("number") == 0:
+            del out["number"]  # Go's omitempty on an int
+
+    def special_Disk(
+        self, out: dict[str, Any], given: dict[str, tuple[int, Node]], path: str, line: int
+    ) -> None:
+        if not self.spec.fcos_storage_checks or out.get("wipeTable") is True:
+            return
+        if out.get("device") == _COREOS_BOOT_DISK:
+            return
+        for index, part in enumerate(out.get("partitions", [])):
+            if not part.get("number") and "label" in part:
+                self.warnings.append(
+                    f"{self.name}:{line}: field '{path}.partitions.{index}.number': "
+                    f"{_REUSE_BY_LABEL}"
+                )
+
+    def special_Filesystem(
+        self, out: dict[str, Any], given: dict[str, tuple[int, Node]], path: str, line: int
+    ) -> None:
+        """with_mount_unit: butane's checks, then the unit it generates."""
+        if "with_mount_unit" not in given:
+            return
+        if self.value(given["with_mount_unit"][1], "bool", f"{path}.with_mount_unit") is not True:
+            return
+        fs_format, mount = out.get("format") or "", out.get("path") or ""
+        problems = []
+        if self.spec.base < 4:  # base/v0_2 and v0_3: a path always, then a format
+            problems += [("path", _MOUNT_NO_PATH)] if not mount else []
+            problems += [("format", _MOUNT_NO_FORMAT)] if not fs_format else []
+        elif not fs_format:
+            problems.append(("format", _MOUNT_NO_FORMAT))
+        elif fs_format != "swap" and not mount:
+            problems.append(("path", _MOUNT_NO_PATH))
+        if self.spec.fcos_storage_checks and "path" in out and not _FCOS_MOUNT_PLACES.match(mount):
+            problems.append(("path", _MOUNT_FORBIDDEN))
+        for key, message in problems:
+            self.error(given[key][0] if key in given else line, f"{path}.{key}", message)
+        if not problems:
+            self.mount_units.append(mount_unit(out, swap_units=self.spec.base >= 4))
+
     # -- storage.trees: after everything else, as butane does ------------------------
 
     def trees(self, root: Mapping, config: dict[str, Any]) -> None:
@@ -393,6 +448,47 @@ class Translator:
         found.update(reordered)
 
 
+def mount_unit(fs: dict[str, Any], *, swap_units: bool) -> dict[str, Any]:
+    """The unit butane generates for a filesystem with with_mount_unit (its template
+    in base/v0_N/translate.go): a .mount named after the path, or from base/v0_4 on a
+    .swap named after the device for format swap; enabled through [Install]."""
+    device, fs_format = fs["device"], fs["format"]
+    options = f"\nOptions={','.join(fs['mountOptions'])}" if fs.get("mountOptions") else ""
+    if swap_units and fs_format == "swap":
+        name = path_unit_name(device, ".swap", go_style=True)
+        text = (
+            f"# Generated by Butane\n[Swap]\nWhat={device}{options}\n\n"
+            "[Install]\nRequiredBy=swap.target"
+        )
+    else:
+        name = path_unit_name(fs.get("path", ""), ".mount", go_style=True)
+        fsck = f"systemd-fsck@{path_unit_name(device, '', go_style=True)}.service"
+        text = (
+            f"# Generated by Butane\n[Unit]\nRequires={fsck}\nAfter={fsck}\n\n"
+            f"[Mount]\nWhere={fs.get('path', '')}\nWhat={device}\nType={fs_format}{options}"
+            "\n\n[Install]\nRequiredBy=local-fs.target"
+        )
+    return {"contents": text, "enabled": True, "name": name}
+
+
+def _with_mount_units(body: dict[str, Any], rendered: list[dict[str, Any]]) -> None:
+    """Butane merges its generated units under the config's own (Ignition's merge, the
+    generated config as the parent): generated units first, a unit of the same name
+    given in systemd.units merged into it, the other units after."""
+    systemd = body.get("systemd", {})
+    own = systemd.get("units", [])
+    by_name = {unit.get("name"): unit for unit in own}
+    units = [
+        _ordered(merge_documents(unit, by_name[unit["name"]]), "Unit")
+        if unit["name"] in by_name
+        else unit
+        for unit in rendered
+    ]
+    made = {unit["name"] for unit in rendered}
+    units += [unit for unit in own if unit.get("name") not in made]
+    body["systemd"] = {**systemd, "units": units}
+
+
 def _is_null(node: Node) -> bool:
     return isinstance(node, Scalar) and node.kind == "null"
 
@@ -420,6 +516,14 @@ def _duplicates(config: dict[str, Any]) -> list[str]:
         for i, e in enumerate(storage.get(section, []))
     ]
     check(nodes, "path")
+    for section in ("disks", "filesystems"):
+        check(
+            [
+                (f"storage.{section}.{i}.device", e.get("device", ""))
+                for i, e in enumerate(storage.get(section, []))
+            ],
+            "device",
+        )
     passwd = config.get("passwd", {})
     for section in ("users", "groups"):
         check(
@@ -475,6 +579,8 @@ def translate_tree(
         )
     t = Translator(name, spec, files_dir, auto_compression)
     body = t.struct(root, "Config", "") or {}
+    if t.mount_units and not t.errors:
+        _with_mount_units(body, t.mount_units)
     body.setdefault("ignition", {})["version"] = spec.ignition
     body["ignition"] = {**_ordered(body["ignition"], "Ignition"), "version": spec.ignition}
     t.trees(root, body)

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 class Spec:
     ignition: str  # the Ignition spec version written to ignition.version
     base: int  # butane's base/v0_<base> schema: which fields exist
+    # fcos 1.6.0's own checks (config/fcos/v1_6/validate.go): with_mount_unit only
+    # below /etc or /var, and a warning for partitions given by label alone.
+    fcos_storage_checks: bool = False
 
 
 SPECS: dict[tuple[str, str], Spec] = {
@@ -24,7 +27,7 @@ SPECS: dict[tuple[str, str], Spec] = {
     ("fcos", "1.3.0"): Spec("3.2.0", 3),
     ("fcos", "1.4.0"): Spec("3.3.0", 4),
     ("fcos", "1.5.0"): Spec("3.4.0", 5),
-    ("fcos", "1.6.0"): Spec("3.5.0", 6),
+    ("fcos", "1.6.0"): Spec("3.5.0", 6, fcos_storage_checks=True),
     ("flatcar", "1.0.0"): Spec("3.3.0", 4),
     ("flatcar", "1.1.0"): Spec("3.4.0", 5),
     ("keel", "1.0.0"): Spec("3.4.0", 5),

@@ -63,6 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cpus=args.cpus,
         config=args.config,
         boot_timeout=args.timeout,
+        extra_disks=tuple(args.disk or ()),
     )
     if args.config is not None and not args.config.is_file():
         raise KeelError(f"config file not found: {args.config}")
@@ -234,6 +235,15 @@ def register(subparsers: VerbGroup) -> None:
         "--config",
         type=Path,
         help="provisioning config (Ignition JSON or Butane YAML) for the guest",
+    )
+    p.add_argument(
+        "--disk",
+        type=Path,
+        action="append",
+        metavar="FILE",
+        help="attach FILE (qcow2 or raw) as one more virtio disk: /dev/vdb, then /dev/vdc, "
+        "... in the guest (make a blank one with `qemu-img create -f qcow2 FILE 1G`); "
+        "repeatable",
     )
     p.add_argument(
         "--timeout",

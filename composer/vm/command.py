@@ -16,6 +16,19 @@ FW_CFG_DEBUG_SHELL = "opt/org.keel/debug-shell"
 
 
 @dataclass(frozen=True)
+class ExtraDisk:
+    """A disk file attached besides the boot disk, as a further virtio-blk device: the
+    guest sees the first as /dev/vdb (and /dev/disk/by-id/virtio-keel-disk1), the
+    next as /dev/vdc, and so on."""
+
+    path: Path
+    format: str  # qcow2 or raw
+
+    def serial(self, index: int) -> str:
+        return f"keel-disk{index}"  # virtio-blk serials hold up to 20 bytes
+
+
+@dataclass(frozen=True)
 class VmSpec:
     vm: VmDir
     firmware: Firmware
@@ -25,6 +38,7 @@ class VmSpec:
     ssh_port: int
     config_file: Path | None
     debug_shell: bool = True
+    extra_disks: tuple[ExtraDisk, ...] = ()
 
 
 def _socket_chardev(chardev_id: str, path: Path, logfile: Path | None = None) -> str:
@@ -33,6 +47,11 @@ def _socket_chardev(chardev_id: str, path: Path, logfile: Path | None = None) ->
     if logfile is not None:
         spec += f",logfile={logfile.absolute()},logappend=on"
     return spec
+
+
+def _option_value(value: object) -> str:
+    """A value inside a QEMU -drive/-device option list, where ',' must be doubled."""
+    return str(value).replace(",", ",,")
 
 
 def qemu_argv(spec: VmSpec) -> list[str]:
@@ -58,6 +77,16 @@ def qemu_argv(spec: VmSpec) -> list[str]:
         "-drive", f"if=pflash,format=raw,unit=1,file={vm.nvram.absolute()}",
         "-drive", f"if=none,id=disk0,format=qcow2,discard=unmap,file={vm.overlay.absolute()}",
         "-device", "virtio-blk-pci,drive=disk0,bootindex=1",
+        *[
+            arg
+            for index, disk in enumerate(spec.extra_disks, start=1)
+            for arg in (
+                "-drive",
+                f"if=none,id=disk{index},format={disk.format},discard=unmap,"
+                f"file={_option_value(disk.path.absolute())}",
+                "-device", f"virtio-blk-pci,drive=disk{index},serial={disk.serial(index)}",
+            )
+        ],
         "-netdev", f"user,id=net0,hostfwd=tcp:{LOCALHOST}:{spec.ssh_port}-:22",
         "-device", "virtio-net-pci,netdev=net0",
         "-device", "virtio-rng-pci",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import os
 import secrets
 import shutil
@@ -61,6 +62,13 @@ class RunOptions:
     boot_timeout: float = DEFAULT_BOOT_TIMEOUT
     # Kill QEMU when the starting process dies (test sessions), not for `--detach`.
     die_with_parent: bool = False
+    # Disk files (qcow2 or raw) attached after the boot disk: /dev/vdb, /dev/vdc, ...
+    # in the guest. A VM started again by name keeps its extra disks if none are given.
+    extra_disks: tuple[Path, ...] = ()
+    # False: no provisioning config through fw_cfg, as on bare metal, so the guest reads
+    # the one on its ESP (keel/provision.ign, `keel install --config`) or its baked
+    # one. SSH logins then need the VM key (its folder's id_ed25519.pub) in that config.
+    fw_cfg_config: bool = True
 
 
 @dataclass
@@ -73,6 +81,22 @@ class RunningVm:
 def _default_name(disk: Path) -> str:
     base = image_label(disk).split("/")[0].removesuffix(".qcow2").removesuffix(".raw")
     return f"{base}-{secrets.token_hex(2)}"
+
+
+def extra_disks(paths: tuple[Path, ...], boot_disk: Path) -> tuple[command.ExtraDisk, ...]:
+    """The extra disks, checked: existing files, each once, none the boot image."""
+    disks: list[command.ExtraDisk] = []
+    for path in paths:
+        if not path.is_file():
+            raise KeelError(
+                f"extra disk not found: {path}",
+                hint="make a blank one with `qemu-img create -f qcow2 data.qcow2 1G`",
+            )
+        resolved = path.resolve()
+        if resolved == boot_disk.resolve() or any(d.path == resolved for d in disks):
+            raise KeelError(f"{path} is attached twice (or is the image booted)")
+        disks.append(command.ExtraDisk(resolved, disk_format(resolved)))
+    return tuple(disks)
 
 
 def _die_with_parent() -> None:
@@ -180,6 +204,11 @@ def start(
     """Boot a VM and return once SSH answers; on any failure no QEMU is left running."""
     started_at = time.time()
     vm, disk = _reuse_or_new(root, options)
+    if not options.extra_disks and vm.state_file.exists():
+        options = dataclasses.replace(
+            options, extra_disks=tuple(Path(p) for p in state.load(vm).extra_disks)
+        )
+    disks = extra_disks(options.extra_disks, disk)  # checked before the folder is made
     fw = firmware.find_firmware()
     accel, reason = choose_accel(options.accel)
     say(f"==> VM {vm.name}: {image_label(disk)}, accel {accel} ({reason})")
@@ -198,8 +227,9 @@ def start(
         created_at=state.load(vm).created_at if vm.state_file.exists() else started_at,
         started_at=started_at,
         config_file=str(options.config.absolute()) if options.config else "",
+        extra_disks=[str(d.path) for d in disks],
     )
-    process = _start_qemu(vm, vm_state, fw, options, launch, port_picker)
+    process = _start_qemu(vm, vm_state, fw, options, launch, port_picker, disks)
     try:
         ready = ssh.wait_until_ready(
             vm_state.ssh_port,
@@ -237,6 +267,7 @@ def _start_qemu(
     options: RunOptions,
     launch: Callable[[list[str], VmDir, bool], subprocess.Popen[bytes]],
     port_picker: Callable[[], int],
+    disks: tuple[command.ExtraDisk, ...] = (),
 ) -> subprocess.Popen[bytes]:
     """Launch QEMU until it holds its SSH port (the port race is handled by retrying)."""
     for attempt in range(1, PORT_ATTEMPTS + 1):
@@ -248,7 +279,8 @@ def _start_qemu(
             memory_mib=options.memory_mib,
             cpus=options.cpus,
             ssh_port=port,
-            config_file=vm.guest_config,
+            config_file=vm.guest_config if options.fw_cfg_config else None,
+            extra_disks=disks,
         )
         argv = command.qemu_argv(spec)
         ssh.write_ssh_config(vm, port)

@@ -31,6 +31,7 @@ class VmState:
     ssh_ready_at: float = 0.0
     config_file: str = ""
     qemu_argv: list[str] = field(default_factory=list)
+    extra_disks: list[str] = field(default_factory=list)  # absolute paths, in order
 
 
 def save(vm: VmDir, state: VmState) -> None:

@@ -1,5 +1,6 @@
 """Apply a validated Config to a root directory: check everything that depends on the
-machine first (accounts, existing files, links on the way, units), then write. Order:
+machine first (accounts, existing files, links on the way, units, disks), then write.
+Order: disks and filesystems (as Ignition's disks stage comes before its files stage),
 groups, users (files may be owned by them), directories, files, symbolic links, hard
 links (their targets may be config files), units. All writes go through safefs, so
 no link (planted, or made by this config) is ever followed."""
@@ -10,8 +11,10 @@ import stat
 from pathlib import Path
 
 from hostd.ignition import accounts, units
+from hostd.ignition.blockdev import Machine
 from hostd.ignition.config import Config, ConfigError, Directory, File, Link, Owner
 from hostd.ignition.safefs import Root, UnsafePath
+from hostd.ignition.storage import StoragePlan, apply_storage, check_storage
 from hostd.ignition.tree import Tree
 
 Entry = File | Directory | Link
@@ -82,10 +85,14 @@ def _hard_target_problem(fs: Root, config: Config, link: Link) -> str | None:
     return None
 
 
-def check(tree: Tree, config: Config) -> None:
-    """Raise ConfigError with every reason this config cannot be applied here."""
+def check(tree: Tree, config: Config, machine: Machine | None = None) -> StoragePlan:
+    """Raise ConfigError with every reason this config cannot be applied here; the plan
+    for its disks and filesystems otherwise."""
     fs = tree.fs
-    problems = accounts.check_accounts(fs, config)
+    plan, problems = StoragePlan(), list[str]()
+    if config.disks or config.filesystems:
+        plan, problems = check_storage(machine or Machine(), fs, config)
+    problems += accounts.check_accounts(fs, config)
     problems += units.check_units(fs, config.units)
     entries: list[Entry] = [*config.files, *config.directories, *config.links]
     for entry in entries:
@@ -101,6 +108,7 @@ def check(tree: Tree, config: Config) -> None:
             problems.append(problem)
     if problems:
         raise ConfigError("; ".join(problems))
+    return plan
 
 
 def _link_matches(fs: Root, entry: Link) -> bool:
@@ -181,16 +189,22 @@ def _apply_link(tree: Tree, entry: Link) -> None:
     tree.note(f"hard-linked {entry.path} to {entry.target}")
 
 
-def apply_config(root: Path, config: Config) -> list[str]:
-    """Apply config under root; returns the log of what was done (or found done)."""
+def apply_config(root: Path, config: Config, machine: Machine | None = None) -> list[str]:
+    """Apply config under root; returns the log of what was done (or found done).
+    machine: the block devices storage.disks and .filesystems name (this machine's,
+    unless a test stands in for it)."""
     if config.remote:  # their files hold placeholders until resolve.py fetches them
         raise ConfigError("the config's http(s) contents were not fetched (see resolve.py)")
+    if machine is None and (config.disks or config.filesystems):
+        machine = Machine()
     tree = Tree(root)
     try:
         try:
-            check(tree, config)
+            plan = check(tree, config, machine)
         except UnsafePath as error:
             raise ConfigError(str(error.strerror or error)) from None
+        if machine is not None and (plan.disks or plan.formats):
+            apply_storage(machine, plan, tree)
         # Groups to remove go last: userdel must first remove their users.
         for group in config.groups:
             if group.should_exist:

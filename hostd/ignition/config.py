@@ -12,6 +12,7 @@ from typing import Any
 
 from hostd.ignition import names, schema
 from hostd.ignition.contents import INLINE_SINCE, MAX_FILE_BYTES, resource
+from hostd.ignition.disks import Disk, Filesystem, Partition, parse_storage_devices
 from hostd.ignition.document import load
 from hostd.ignition.errors import ConfigError
 from hostd.ignition.kernelargs import NO_KERNEL_ARGUMENTS, KernelArguments, kernel_arguments
@@ -28,8 +29,8 @@ from hostd.ignition.schema import FIELDS
 
 __all__ = [
     "FIELDS", "INLINE_SINCE", "READ_ONLY_HINT", "SUPPORTED_VERSIONS", "UNIT_SUFFIXES",
-    "WRITABLE_PREFIXES", "Config", "ConfigError", "Directory", "Dropin", "File", "Group",
-    "Link", "Owner", "Unit", "User", "parse_config",
+    "WRITABLE_PREFIXES", "Config", "ConfigError", "Directory", "Disk", "Dropin", "File",
+    "Filesystem", "Group", "Link", "Owner", "Partition", "Unit", "User", "parse_config",
 ]  # fmt: skip
 
 SUPPORTED_VERSIONS = ("3.0.0", "3.1.0", "3.2.0", "3.3.0", "3.4.0", "3.5.0")
@@ -132,9 +133,13 @@ class Config:
     # them in; apply refuses a config that still has any.
     remote: tuple[Pending, ...] = ()
     kernel_arguments: KernelArguments = NO_KERNEL_ARGUMENTS
+    disks: tuple[Disk, ...] = ()
+    filesystems: tuple[Filesystem, ...] = ()
 
     def summary(self) -> str:
         counts = {
+            "disk": len(self.disks),
+            "filesystem": len(self.filesystems),
             "group": len(self.groups),
             "user": len(self.users),
             "file": len(self.files),
@@ -444,6 +449,34 @@ def _links(entries: list[Any], problems: list[str]) -> tuple[Link, ...]:
     return tuple(links)
 
 
+def _setting(text: str, section: str, key: str) -> str | None:
+    """The last value of key in [section] of a unit's text (None if not set)."""
+    found, current = None, ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("[") and line.endswith("]"):
+            current = line[1:-1]
+        elif current == section and line.partition("=")[0].strip() == key:
+            found = line.partition("=")[2].strip()
+    return found
+
+
+def _mount_name_problem(name: str, contents: str | None) -> str | None:
+    """systemd loads a mount (swap) unit only under the escaped name of its Where=
+    (What=): var-lib-docker.mount for Where=/var/lib/docker."""
+    suffix = name[name.rfind(".") :]
+    key = {".mount": ("Mount", "Where"), ".swap": ("Swap", "What")}.get(suffix)
+    if key is None or contents is None:
+        return None
+    where = _setting(contents, *key)
+    if not where or not where.startswith("/"):
+        return None
+    wanted = names.path_unit_name(where, suffix)
+    if wanted != name:
+        return f"{key[1]}={where} needs the unit name {wanted} (systemd refuses another)"
+    return None
+
+
 def _units(config: dict[str, Any], problems: list[str]) -> tuple[Unit, ...]:
     units: list[Unit] = []
     for index, entry in enumerate((config.get("systemd") or {}).get("units") or []):
@@ -465,6 +498,8 @@ def _units(config: dict[str, Any], problems: list[str]) -> tuple[Unit, ...]:
             if any(d.name == dropin_name for d in dropins):
                 problems.append(f"field '{field}.dropins[{i}].name' is listed twice")
             dropins.append(Dropin(dropin_name, dropin.get("contents") or ""))
+        if (problem := _mount_name_problem(name, entry.get("contents"))) is not None:
+            problems.append(f"field '{field}.name': {problem}")
         if entry.get("mask") and entry.get("enabled"):
             problems.append(f"unit {name}: 'mask' and 'enabled' are both true")
         if entry.get("mask") and entry.get("contents") is not None:
@@ -486,9 +521,16 @@ def planned_paths(
     directories: tuple[Directory, ...],
     links: tuple[Link, ...],
     units: tuple[Unit, ...],
+    filesystems: tuple[Filesystem, ...] = (),
 ) -> list[tuple[str, str, str]]:
-    """(path, kind, what) of every node the config makes, for conflicts()."""
-    entries = [(d.path, "dir", f"storage.directories[{i}]") for i, d in enumerate(directories)]
+    """(path, kind, what) of every node the config makes, and every mount point, for
+    conflicts()."""
+    entries = [
+        (fs.mount_point, "mount", f"storage.filesystems[{i}]")
+        for i, fs in enumerate(filesystems)
+        if fs.mount_point is not None
+    ]
+    entries += [(d.path, "dir", f"storage.directories[{i}]") for i, d in enumerate(directories)]
     entries += [(f.path, "file", f"storage.files[{i}]") for i, f in enumerate(files)]
     entries += [(k.path, "link", f"storage.links[{i}]") for i, k in enumerate(links)]
     for unit in units:
@@ -537,11 +579,13 @@ def _parse(raw: bytes) -> Config:
     users = _users(document, problems)
     pending: list[Pending] = []
     files, directories, links = _storage(document, version, problems, pending)
+    disks, filesystems = parse_storage_devices(document.get("storage") or {}, version, problems)
     units = _units(document, problems)
     arguments = kernel_arguments(document, problems)
-    problems += conflicts(planned_paths(files, directories, links, units))
+    problems += conflicts(planned_paths(files, directories, links, units, filesystems))
     if problems:
         raise ConfigError("; ".join(problems))
     return Config(
-        version, users, files, directories, links, units, groups, tuple(pending), arguments
-    )
+        version, users, files, directories, links, units, groups, tuple(pending), arguments,
+        disks, filesystems,
+    )  # fmt: skip

@@ -7,7 +7,10 @@ already validated. The rules, as Ignition's config/merge states them:
   the child's others; lists of strings are sets (a child's duplicate is dropped);
 - storage.files, .directories and .links share one key space (the path): a child's
   entry in one of them removes the parent's entry for that path from the others;
-- storage.files[].append is appended, duplicates and all;
+- storage.disks and .filesystems are keyed by device, a disk's partitions by number
+  (by label when the number is 0);
+- storage.files[].append and a filesystem's options and mountOptions are appended,
+  duplicates and all;
 - an http header the child gives without a value removes the parent's header."""
 
 from __future__ import annotations
@@ -25,13 +28,15 @@ _KEYS = {
     "httpHeaders": "name",
     "merge": "source",
     "certificateAuthorities": "source",
+    "disks": "device",
+    "filesystems": "device",
 }
 # Lists under one object that share a key space (Ignition's MergedKeys).
 _SHARED = (
     frozenset({"files", "directories", "links"}),
     frozenset({"shouldExist", "shouldNotExist"}),  # kernelArguments
 )
-_APPENDED = frozenset({"append"})
+_APPENDED = frozenset({"append", "options", "mountOptions"})
 
 
 def _version(version: Any) -> tuple[int, ...]:
@@ -42,6 +47,9 @@ def _version(version: Any) -> tuple[int, ...]:
 
 
 def _key(name: str, item: Any) -> Any:
+    if name == "partitions" and isinstance(item, dict):
+        number = item.get("number") or 0
+        return ("number", number) if number else ("label", item.get("label"))
     if isinstance(item, dict):
         return item.get(_KEYS.get(name, ""))
     return item  # a string list is keyed by its values

@@ -59,3 +59,28 @@ def dropin_problem(name: str) -> str | None:
     if len(name) > UNIT_NAME_MAX or name.startswith(("-", ".")) or not _DROPIN.fullmatch(name):
         return f"{name!r} is not a drop-in name: a file name ending in .conf"
     return None
+
+
+# Bytes systemd leaves as they are in an escaped unit name; '/' becomes '-'.
+_UNESCAPED = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:_.")
+
+
+def path_unit_name(path: str, suffix: str, *, go_style: bool = False) -> str:
+    """The unit name systemd requires for a mount or swap unit of path, as
+    `systemd-escape --path --suffix=SUFFIX PATH` prints it: /var/lib/docker ->
+    var-lib-docker.mount, /dev/disk/by-label/x -> dev-disk-by\\x2dlabel-x.swap.
+
+    go_style: as go-systemd (which butane uses) writes it, `\\x9` rather than
+    systemd's `\\x09` for a byte below 0x10; the same for any other path."""
+    parts = [part for part in path.split("/") if part]
+    if not parts:
+        return f"-{suffix}"
+    escaped = []
+    for index, byte in enumerate("/".join(parts).encode()):
+        if byte == ord("/"):
+            escaped.append("-")
+        elif byte in _UNESCAPED and not (index == 0 and byte == ord(".")):
+            escaped.append(chr(byte))
+        else:
+            escaped.append(f"\\x{byte:x}" if go_style else f"\\x{byte:02x}")
+    return "".join(escaped) + suffix

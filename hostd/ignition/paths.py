@@ -55,22 +55,44 @@ def parents(path: str) -> list[str]:
 
 
 def conflicts(entries: list[tuple[str, str, str]]) -> list[str]:
-    """Problems among (path, kind, field) entries: the same path twice, or an entry
-    below a file or a link (kind 'file' or 'link'; 'dir' may hold others)."""
+    """Problems among (path, kind, field) entries: the same path twice, an entry below
+    a file or a link (kind 'file' or 'link'; 'dir' may hold others), or a node at or
+    below a mount point (kind 'mount': files are written before the filesystem is
+    mounted, so the mount would hide them; mounts may nest)."""
     problems = []
     seen: dict[str, tuple[str, str]] = {}
     for path, kind, field in entries:
-        if path in seen:
-            problems.append(f"field '{field}': {path} is also given by {seen[path][1]}")
-        else:
+        if path not in seen:
             seen[path] = (kind, field)
-    for path, _kind, field in entries:
+        elif "mount" in (kind, seen[path][0]):
+            mount = field if kind == "mount" else seen[path][1]
+            other = seen[path][1] if kind == "mount" else field
+            problems.append(f"field '{other}': {path} is {_MOUNTED.format(mount=mount)}")
+        else:
+            problems.append(f"field '{field}': {path} is also given by {seen[path][1]}")
+    for path, kind, field in entries:
         for parent in parents(path):
-            if parent in seen and seen[parent][0] != "dir":
-                other_kind, other = seen[parent]
-                what = "a link (never followed)" if other_kind == "link" else "a file"
+            if parent not in seen or seen[parent][0] == "dir":
+                continue
+            other_kind, other = seen[parent]
+            if other_kind == "mount" and kind == "mount":
+                continue
+            if other_kind == "mount":
                 problems.append(
-                    f"field '{field}': {path} is below {parent}, which {other} makes {what}"
+                    f"field '{field}': {path} is below {parent}, which is "
+                    f"{_MOUNTED.format(mount=other)}"
                 )
                 break
+            what = "a link (never followed)" if other_kind == "link" else "a file"
+            problems.append(
+                f"field '{field}': {path} is below {parent}, which {other} makes {what}"
+            )
+            break
     return problems
+
+
+_MOUNTED = (
+    "where {mount} mounts a filesystem; Keel writes files before that filesystem is "
+    "mounted, so they would end up hidden below it (make them after the first boot, or "
+    "elsewhere)"
+)

@@ -13,6 +13,8 @@ SINCE = {
     "passwd.users[].shouldExist": "3.2.0",
     "passwd.groups[].shouldExist": "3.2.0",
     "kernelArguments": "3.3.0",
+    "storage.disks[].partitions[].resize": "3.2.0",
+    "storage.filesystems[].mountOptions": "3.1.0",
 }
 # Every resource (file contents, append, config references, CAs) may carry headers.
 _RESOURCES = (
@@ -110,6 +112,34 @@ FIELDS: dict[str, type] = {
     **_node("storage.links[]"),
     "storage.links[].target": str,
     "storage.links[].hard": bool,
+    # Extra data disks (disks.py checks them, storage.py partitions and formats).
+    "storage.disks": list,
+    "storage.disks[]": dict,
+    "storage.disks[].device": str,
+    "storage.disks[].wipeTable": bool,
+    "storage.disks[].partitions": list,
+    "storage.disks[].partitions[]": dict,
+    "storage.disks[].partitions[].number": int,
+    "storage.disks[].partitions[].label": str,
+    "storage.disks[].partitions[].sizeMiB": int,
+    "storage.disks[].partitions[].startMiB": int,
+    "storage.disks[].partitions[].typeGuid": str,
+    "storage.disks[].partitions[].guid": str,
+    "storage.disks[].partitions[].wipePartitionEntry": bool,
+    "storage.disks[].partitions[].shouldExist": bool,
+    "storage.disks[].partitions[].resize": bool,
+    "storage.filesystems": list,
+    "storage.filesystems[]": dict,
+    "storage.filesystems[].device": str,
+    "storage.filesystems[].format": str,
+    "storage.filesystems[].path": str,
+    "storage.filesystems[].wipeFilesystem": bool,
+    "storage.filesystems[].label": str,
+    "storage.filesystems[].uuid": str,
+    "storage.filesystems[].options": list,
+    "storage.filesystems[].options[]": str,
+    "storage.filesystems[].mountOptions": list,
+    "storage.filesystems[].mountOptions[]": str,
     "systemd": dict,
     "systemd.units": list,
     "systemd.units[]": dict,
@@ -129,21 +159,15 @@ FIELDS: dict[str, type] = {
     "kernelArguments.shouldNotExist[]": str,
 }
 
-_DISKS = (
-    "a Keel disk's layout is fixed by the image (A/B OS slots and var), so first boot "
-    "does not partition, format or assemble disks (not supported for now); mount an "
-    "existing filesystem with a .mount unit in systemd.units"
-)
-
 # Spec fields Keel does not apply -> one sentence why, or what to use instead.
 REFUSED: dict[str, str] = {
     "ignition.proxy": "first-boot fetches go direct, not through a proxy (not supported "
     "for now); for the host's own proxy write /etc/environment or a systemd drop-in "
     "with storage.files",
-    "storage.disks": _DISKS,
-    "storage.raid": _DISKS,
-    "storage.filesystems": _DISKS,
-    "storage.luks": "LUKS volumes are not set up at first boot (not supported for now)",
+    "storage.raid": "software RAID arrays are not assembled at first boot (not supported "
+    "for now); partition and format each disk with storage.disks and storage.filesystems",
+    "storage.luks": "LUKS volumes are not set up at first boot (not supported for now); "
+    "an unencrypted data disk is formatted with storage.filesystems",
     "networkd": "the networkd section was removed in Ignition spec 3; write "
     "systemd-networkd files in /etc/systemd/network with storage.files (static "
     "addresses too)",

@@ -11,10 +11,13 @@ tests/integration/images/runtime-host.yaml, built once (or KEEL_RT_IMAGE=DIR).""
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 import os
 import secrets
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -36,6 +39,7 @@ from composer.vm.vmdir import vm_dir
 from tests.integration.dockerssh import docker_over_ssh
 from tests.integration.images.busybox_archive import DEFAULT_TAG, make_busybox_archive
 from tests.integration.keyscan import scan_artifacts
+from tests.integration.tlsserver import Served, serve_https
 
 pytestmark = pytest.mark.integration
 
@@ -43,17 +47,63 @@ DEFINITION = PROJECT_ROOT / "tests/integration/images/runtime-host.yaml"
 BUILD_DIR = PROJECT_ROOT / "build/rt"
 BOOT_TIMEOUT = 420.0
 
+# Issue 13's first-boot scenario: users with uid, shell and groups; a gzip file; a
+# file fetched over https from this machine (a test CA, checked by hash); a tree; a
+# script in /usr/local/bin run by a unit; kernel arguments; and a second virtio disk
+# partitioned, formatted and mounted as /var/lib/docker, so the engine and the
+# declared container below keep their data there.
 BUTANE = """\
 variant: keel
 version: 1.0.0
+ignition:
+  security:
+    tls:
+      certificate_authorities:
+        - local: test-ca.pem
 passwd:
+  groups:
+    - name: ops-team
+      gid: 2500
   users:
     - name: ops
-      groups: [docker]
+      uid: 1500
+      shell: /bin/bash
+      groups: [docker, ops-team]
       ssh_authorized_keys:
         - {ops_key}
+kernel_arguments:
+  should_exist:
+    - keel.test=provisioned
+  should_not_exist:
+    - transparent_hugepage=never
 storage:
+  disks:
+    - device: /dev/vdb
+      wipe_table: true
+      partitions:
+        - number: 1
+          label: docker
+  filesystems:
+    - device: /dev/disk/by-partlabel/docker
+      format: ext4
+      label: docker
+      path: /var/lib/docker
+      wipe_filesystem: true
+      with_mount_unit: true
+  trees:
+    - local: tree
+      path: /etc/keel-test/tree
   files:
+    - path: /etc/keel-test/notes.txt
+      contents:
+        local: notes.txt.gz
+        compression: gzip
+    - path: /etc/keel-test/fetched.txt
+      mode: 0600
+      contents:
+        source: {fetched_url}
+        verification:
+          hash: sha512-{fetched_sha512}
     - path: /etc/keel-test/greeting.txt
       mode: 0640
       contents:
@@ -82,7 +132,10 @@ systemd:
         [Install]
         WantedBy=multi-user.target
 """
-BAD_CONFIG = {"ignition": {"version": "3.4.0"}, "storage": {"disks": [{"device": "/dev/vdb"}]}}
+BAD_CONFIG = {"ignition": {"version": "3.4.0"}, "storage": {"luks": [{"name": "data"}]}}
+NOTES = b"kept gzip-compressed in the config\n" * 40
+FETCHED = b"fetched over https at first boot\n"
+TREE = {"a.conf": "first\n", "sub/b.conf": "second\n"}
 SERVER_CERT = "/etc/docker/tls/server-cert.pem"
 SERVER_KEY = "/etc/docker/tls/server-key.pem"
 # The guest's own address on QEMU's user network, where dockerd listens with TLS.
@@ -90,6 +143,8 @@ ENDPOINT = "tcp://10.0.2.15:2376"
 
 # Facts gathered on rt-a, compared with rt-b.
 identity_a: dict[str, str] = {}
+# The second disk's filesystem on rt-a's first boot, compared after its reboot.
+disk_a: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
@@ -113,23 +168,49 @@ def ops_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 
 @pytest.fixture(scope="module")
+def content_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The https server rt-a's config fetches from, up for the whole module so a
+    second fetch (on the reboot) would be seen."""
+    with serve_https({"fetched.txt": FETCHED}, tmp_path_factory.mktemp("tls")) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
 def vm_a(
-    rt_image: Path, ops_key: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory
+    rt_image: Path,
+    ops_key: tuple[Path, str],
+    content_server: Served,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[KeelVM]:
     from composer.provisioning.butane import translate_file
 
     folder = tmp_path_factory.mktemp("butane")
     (folder / "local.txt").write_text("from a local file\n")
+    (folder / "notes.txt.gz").write_bytes(gzip.compress(NOTES))
+    (folder / "test-ca.pem").write_bytes(content_server.ca_pem)
+    for relative, text in TREE.items():
+        (folder / "tree" / relative).parent.mkdir(parents=True, exist_ok=True)
+        (folder / "tree" / relative).write_text(text)
     butane = folder / "host.bu"
-    butane.write_text(BUTANE.format(ops_key=ops_key[1]))
+    butane.write_text(
+        BUTANE.format(
+            ops_key=ops_key[1],
+            fetched_url=content_server.url("fetched.txt"),
+            fetched_sha512=hashlib.sha512(FETCHED).hexdigest(),
+        )
+    )
     ignition = folder / "host.ign"
     ignition.write_bytes(translate_file(butane))
+    # The second disk, blank: the config partitions and formats it.
+    data_disk = folder / "data.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(data_disk), "1G"], check=True)
     options = runner.RunOptions(
         image=rt_image,
         name=f"rt-a-{secrets.token_hex(2)}",
         config=ignition,
         boot_timeout=BOOT_TIMEOUT,
         die_with_parent=True,
+        extra_disks=(data_disk,),
     )
     vm = KeelVM.start(options, vm_root())
     print(f"rt-a: SSH after {vm.boot_seconds:.0f}s")
@@ -171,9 +252,29 @@ def test_os_is_read_only_and_state_is_on_var(vm_a: KeelVM) -> None:
     identity_a["host key"] = out(vm_a, "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub")
 
 
-def test_butane_config_was_applied_on_first_boot(vm_a: KeelVM, ops_key: tuple[Path, str]) -> None:
+def test_butane_config_was_applied_on_first_boot(
+    vm_a: KeelVM, ops_key: tuple[Path, str], content_server: Served
+) -> None:
     state = json.loads(out(vm_a, "cat /var/lib/keel/provisioned.json"))
     assert state["result"] == "applied", state
+    # Users and groups with the ids, shell and groups the config gives.
+    ops = out(vm_a, "getent passwd ops").split(":")
+    assert (ops[2], ops[6]) == ("1500", "/bin/bash")
+    assert out(vm_a, "getent group ops-team").split(":")[2] == "2500"
+    assert {"docker", "ops-team"} <= set(out(vm_a, "id -nG ops").split())
+    # A gzip file, unpacked; a file fetched over https, checked against its hash; a tree.
+    assert out(vm_a, "sha256sum /etc/keel-test/notes.txt").split()[0] == (
+        hashlib.sha256(NOTES).hexdigest()
+    )
+    assert out(vm_a, "cat /etc/keel-test/fetched.txt") == FETCHED.decode().strip()
+    assert out(vm_a, "stat -c '%a' /etc/keel-test/fetched.txt") == "600"
+    assert content_server.requests == ["/fetched.txt"]
+    for relative, text in TREE.items():
+        assert out(vm_a, f"cat /etc/keel-test/tree/{relative}") == text.strip()
+    # Kernel arguments go into the booted slot's loader entry, for the next boot.
+    assert "keel.test=provisioned" not in out(vm_a, "cat /proc/cmdline")
+    entry = out(vm_a, "grep -h '^options' /efi/loader/entries/*.conf")
+    assert "keel.test=provisioned" in entry and "transparent_hugepage=never" not in entry
     assert out(vm_a, "stat -c '%a %U' /etc/keel-test/greeting.txt") == "640 root"
     assert out(vm_a, "cat /etc/keel-test/greeting.txt") == "hello from butane"
     assert out(vm_a, "cat /etc/keel-test/local.txt") == "from a local file"
@@ -192,6 +293,19 @@ def test_butane_config_was_applied_on_first_boot(vm_a: KeelVM, ops_key: tuple[Pa
         client.close()
     # What was applied is on the console (journal+console) and in the journal.
     assert "applied config from" in out(vm_a, "journalctl -b -u keel-provision -o cat")
+
+
+def test_second_disk_holds_the_engine_data(vm_a: KeelVM) -> None:
+    # Partitioned, formatted and mounted by the config, before dockerd started.
+    assert out(vm_a, "findmnt -no SOURCE,FSTYPE /var/lib/docker").split() == ["/dev/vdb1", "ext4"]
+    assert out(vm_a, "lsblk -no PARTLABEL,LABEL /dev/vdb1").split() == ["docker", "docker"]
+    assert out(vm_a, "systemctl is-enabled var-lib-docker.mount") == "enabled"
+    assert out(vm_a, "docker info -f '{{.DockerRootDir}}'") == "/var/lib/docker"
+    show = "systemctl show --value -p"
+    mounted = out(vm_a, f"{show} ActiveEnterTimestampMonotonic var-lib-docker.mount")
+    engine = out(vm_a, f"{show} ExecMainStartTimestampMonotonic docker.service")
+    assert 0 < int(mounted) < int(engine)
+    disk_a["uuid"] = out(vm_a, "blkid -s UUID -o value /dev/vdb1")
 
 
 def test_declared_container_runs_from_the_baked_archive(vm_a: KeelVM) -> None:
@@ -285,7 +399,9 @@ def paramiko_sftp(vm: KeelVM) -> paramiko.SFTPClient:
 # --- second boot of rt-a -----------------------------------------------------------
 
 
-def test_after_a_reboot_etc_and_volumes_persist_and_nothing_is_reapplied(vm_a: KeelVM) -> None:
+def test_after_a_reboot_etc_and_volumes_persist_and_nothing_is_reapplied(
+    vm_a: KeelVM, content_server: Served
+) -> None:
     vm_a.run("echo kept > /etc/keel-test/marker && echo changed > /etc/keel-test/greeting.txt",
              check=True)  # fmt: skip
     state_before = out(vm_a, "cat /var/lib/keel/provisioned.json")
@@ -309,6 +425,17 @@ def test_after_a_reboot_etc_and_volumes_persist_and_nothing_is_reapplied(vm_a: K
             break
         time.sleep(3)
     assert len(starts.splitlines()) == 2, starts  # the first boot's line is still there
+    # Nothing applied twice: one user and group each, the same filesystem on the
+    # second disk (not formatted again; the container's volume above is on it), no
+    # second fetch, and the kernel arguments once, now in force.
+    assert out(vm_a, "grep -c '^ops:' /etc/passwd") == "1"
+    assert out(vm_a, "grep -c '^ops-team:' /etc/group") == "1"
+    assert out(vm_a, "findmnt -no SOURCE /var/lib/docker") == "/dev/vdb1"
+    assert out(vm_a, "blkid -s UUID -o value /dev/vdb1") == disk_a["uuid"]
+    assert content_server.requests == ["/fetched.txt"]
+    cmdline = out(vm_a, "cat /proc/cmdline").split()
+    assert cmdline.count("keel.test=provisioned") == 1
+    assert "transparent_hugepage=never" not in cmdline
     assert out(vm_a, "cat /etc/machine-id") == identity_a["machine-id"]
     # The keys made on the first boot are kept: keel-ssh-keygen runs on every boot and
     # keeps keys that load; keel-docker-tls is done once its key exists.
@@ -348,9 +475,9 @@ def test_second_vm_refuses_a_bad_config_stays_reachable_and_has_its_own_identity
         shell = wait_for_debug_shell(folder.debug_socket, BOOT_TIMEOUT)
         state = wait_for_json(shell, "/var/lib/keel/provisioned.json", 300)
         assert state["result"] == "failed"
-        assert "storage.disks" in state["error"]
+        assert "storage.luks" in state["error"]
         journal = shell.run("journalctl -b -u keel-provision -o cat", timeout=60).output
-        assert "was NOT applied" in journal and "storage.disks" in journal
+        assert "was NOT applied" in journal and "storage.luks" in journal
         assert "was NOT applied" in folder.serial_log.read_text(errors="replace")
         # Reachable: the boot went on, sshd answers (no key can log in: none was applied).
         wait_until(lambda: shell.run("systemctl is-active ssh").output.strip() == "active", 120)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from composer.vm.command import VmSpec, qemu_argv
+import pytest
+
+from composer.core.errors import KeelError
+from composer.vm.command import ExtraDisk, VmSpec, qemu_argv
 from composer.vm.firmware import Firmware
+from composer.vm.runner import extra_disks
 from composer.vm.vmdir import VmDir
 
 FW = Firmware(Path("/fw/60.json"), Path("/fw/CODE.fd"), Path("/fw/VARS.fd"))
@@ -85,3 +89,37 @@ def test_without_config_and_debug_shell(tmp_path: Path) -> None:
     argv = qemu_argv(spec(tmp_path, config_file=None, debug_shell=False))
     assert option(argv, "-fw_cfg") == []
     assert "virtconsole,chardev=debugsh" not in argv
+
+
+def test_extra_disks_follow_the_boot_disk_as_virtio_with_serials(tmp_path: Path) -> None:
+    disks = (ExtraDisk(tmp_path / "data.qcow2", "qcow2"), ExtraDisk(tmp_path / "a,b.raw", "raw"))
+    argv = qemu_argv(spec(tmp_path, extra_disks=disks))
+    drives = [d for d in option(argv, "-drive") if d.startswith("if=none")]
+    assert drives == [
+        f"if=none,id=disk0,format=qcow2,discard=unmap,file={tmp_path}/vm1/overlay.qcow2",
+        f"if=none,id=disk1,format=qcow2,discard=unmap,file={tmp_path}/data.qcow2",
+        # QEMU reads ',' as the end of a value unless doubled.
+        f"if=none,id=disk2,format=raw,discard=unmap,file={tmp_path}/a,,b.raw",
+    ]
+    devices = [d for d in option(argv, "-device") if d.startswith("virtio-blk")]
+    # In this order the guest names them vda (boot), vdb, vdc.
+    assert devices == [
+        "virtio-blk-pci,drive=disk0,bootindex=1",
+        "virtio-blk-pci,drive=disk1,serial=keel-disk1",
+        "virtio-blk-pci,drive=disk2,serial=keel-disk2",
+    ]
+    assert "serial=" not in " ".join(option(qemu_argv(spec(tmp_path)), "-device"))
+
+
+def test_extra_disks_must_exist_once_and_not_be_the_image(tmp_path: Path) -> None:
+    image, data = tmp_path / "disk.qcow2", tmp_path / "data.raw"
+    image.write_bytes(b"QFI\xfb" + bytes(100))
+    data.write_bytes(bytes(512))
+    assert extra_disks((data,), image) == (ExtraDisk(data.resolve(), "raw"),)
+    with pytest.raises(KeelError, match="extra disk not found") as error:
+        extra_disks((tmp_path / "none.qcow2",), image)
+    assert "qemu-img create" in str(error.value.hint)
+    with pytest.raises(KeelError, match="attached twice"):
+        extra_disks((data, data), image)
+    with pytest.raises(KeelError, match="attached twice"):
+        extra_disks((image,), image)

@@ -38,7 +38,8 @@ def test_unsupported_field_is_refused_by_name_not_ignored() -> None:
 @pytest.mark.parametrize(
     ("section", "field"),
     [
-        ({"storage": {"disks": []}}, "storage.disks"),
+        # storage.disks and .filesystems are applied since issue 13; RAID is refused.
+        ({"storage": {"raid": []}}, "storage.raid"),
         ({"storage": {"files": [{"path": "/etc/a", "contents": {"httpHeaders": [{}]}}]}},
          "storage.files[0].contents.httpHeaders"),
         # kernelArguments is applied since issue 13; LUKS is still refused by name.

@@ -259,7 +259,6 @@ def test_butane_getting_started_shapes_are_accepted() -> None:
     [
         ("storage.luks", {"storage": {"luks": [{"name": "x"}]}}),
         ("storage.raid", {"storage": {"raid": [{"name": "x"}]}}),
-        ("storage.filesystems", {"storage": {"filesystems": [{"device": "/dev/x"}]}}),
         ("ignition.proxy", {"ignition": {"version": "3.4.0", "proxy": {"httpProxy": "x"}}}),
         ("networkd", {"networkd": {}}),
     ],

@@ -1,7 +1,7 @@
 # Keel: the commands README.md shows. Everything installs what it needs first.
 VENV ?= .venv
 PYTHON ?= python3
-APT_PACKAGES = mmdebstrap erofs-utils dosfstools mtools fdisk e2fsprogs zstd tar \
+APT_PACKAGES = mmdebstrap erofs-utils dosfstools mtools fdisk e2fsprogs zstd xz-utils tar \
 	qemu-utils qemu-system-x86 ovmf openssh-client python3-venv make git \
 	busybox-static
 STAMP = $(VENV)/.keel-installed

@@ -26,6 +26,7 @@ TOOLS = (
     Tool("dpkg-query", "dpkg", "keel build: package list in the manifest"),
     Tool("tar", "tar", "keel build: unpack the cached root tree"),
     Tool("zstd", "zstd", "keel build: compression"),
+    Tool("xz", "xz-utils", "keel build: recompress kernel modules (xz to zstd)"),
     Tool("qemu-system-x86_64", "qemu-system-x86", "keel run: boot images"),
     Tool("ssh", "openssh-client", "keel ssh"),
 )

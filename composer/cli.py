@@ -10,6 +10,8 @@ from importlib.metadata import version
 from composer.build import cli as build_cli
 from composer.core.errors import KeelError
 from composer.core.verbs import VerbGroup, listing
+from composer.fleet import cli as fleet_cli
+from composer.install import cli as install_cli
 from composer.provisioning import cli as provisioning_cli
 from composer.publish import cli as publish_cli
 from composer.vm import cli as vm_cli
@@ -18,7 +20,9 @@ PHASES = (
     ("build", build_cli.register),
     ("publish", publish_cli.register),
     ("run", vm_cli.register),
+    ("install", install_cli.register),
     ("provisioning", provisioning_cli.register),
+    ("fleet", fleet_cli.register),
 )
 
 

@@ -3,7 +3,8 @@
 Every check_interval it asks the repository for a newer version and installs it (the
 first time one tick after start; never, when check_interval is "never");
 every minute it reboots into an installed update when the policy allows (immediate,
-or inside the maintenance window). At start, and on every tick, it reconciles the
+inside the maintenance window, or with a FleetLock slot), and in steady state gives
+a FleetLock slot back. At start, and on every tick, it reconciles the
 state with what booted, which is how an automatic rollback is noticed."""
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def scheduler(updater: Updater, stop: threading.Event) -> None:
     while not stop.wait(TICK):
         try:
             updater.reconcile()
+            updater.fleet.settle(updater)
             policy = updater.policy()
             interval = policy.check_seconds()
             if policy.repository and interval is not None and time.monotonic() >= next_check:

@@ -68,6 +68,10 @@ def _when(at: float | None) -> str:
     return datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S") if at else "-"
 
 
+def _gib(size: int) -> str:
+    return f"{size / 1024**3:.1f} GiB"
+
+
 def show_status(status: dict[str, Any]) -> str:
     from hostd.state import Phase  # here: only `status` needs it, and keelctl starts fast
 
@@ -95,8 +99,15 @@ def show_status(status: dict[str, Any]) -> str:
         lines.append(f"          {last['reason']}")
     for version, reason in (status.get("failed_versions") or {}).items():
         lines.append(f"skipped:  {version}: {reason}")
+    var = status.get("var")
+    if var:
+        lines.append(
+            f"var:      {_gib(var['filesystem'])} ({_gib(var['available'])} free) on "
+            f"{var['device']}, a {_gib(var['partition'])} partition of a {_gib(var['disk'])} disk"
+        )
     for warning in status.get("warnings") or []:
         lines.append(f"warning:  {warning}")
+    lines += _fleet_lines(status.get("fleet") or {})
     policy = status.get("policy")
     if isinstance(policy, dict):
         window = policy["window"]
@@ -112,6 +123,34 @@ def show_status(status: dict[str, Any]) -> str:
     else:
         lines.append(f"policy:   {policy}")
     return "\n".join(lines)
+
+
+def _fleet_lines(fleet: dict[str, Any]) -> list[str]:
+    """The FleetLock slot and the server's last answer; versions a rollout holds back."""
+    lines = []
+    lock = fleet.get("lock") or {}
+    answer = lock.get("last_answer")
+    if lock.get("held") or answer:
+        held = (
+            f"held for {lock.get('version')} in group {lock.get('group')}"
+            if lock.get("held")
+            else "not held"
+        )
+        if lock.get("held_after_failure"):
+            held += f" (kept: {lock['held_after_failure']} rolled back)"
+        lines.append(f"lock:     {held}")
+    if answer:
+        said = (
+            "200 OK"
+            if answer["status"] == 200
+            else (f"{answer['status'] or 'no answer'} {answer['kind']}: {answer['value']}")
+        )
+        lines.append(
+            f"          last answer to {answer['endpoint']} at {_when(answer['at'])}: {said}"
+        )
+    for version, why in (fleet.get("held_back") or {}).items():
+        lines.append(f"waiting:  {version}: {why}")
+    return lines
 
 
 def cmd_status(args: argparse.Namespace) -> Any:

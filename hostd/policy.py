@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from hostd.fleetlock import FleetLockConfig, check_config
 from hostd.formats import duration
 
 IMAGE_POLICY = Path("/usr/lib/keel/update/policy.json")
 HOST_POLICY = Path("/etc/keel/update.json")
-REBOOT_STRATEGIES = ("immediate", "window", "manual")
+# fleet_lock: inside the window, and only with a slot from the FleetLock server.
+REBOOT_STRATEGIES = ("immediate", "window", "manual", "fleet_lock")
 # check_interval: no scheduled checks; only `keelctl check` and `keelctl update` look.
 NEVER = "never"
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -67,6 +69,7 @@ class Policy:
     check_interval: str = "6h"
     reboot: str = "manual"
     window: Window = Window()
+    fleet_lock: FleetLockConfig = field(default_factory=FleetLockConfig)
 
     def check_seconds(self) -> int | None:
         """Seconds between scheduled checks; None when the policy says "never"."""
@@ -78,7 +81,8 @@ class Policy:
         """Whether an installed update may reboot the host on its own now."""
         if self.reboot == "immediate":
             return True
-        if self.reboot == "window":
+        if self.reboot in ("window", "fleet_lock"):
+            # fleet_lock also needs the server's slot: the updater asks for it.
             return self.window.contains(now)
         return False
 
@@ -88,6 +92,9 @@ class Policy:
 
 def policy_from(data: dict[str, Any]) -> Policy:
     window = data.get("window") or {}
+    fleet = data.get("fleet_lock") or {}
+    if not isinstance(fleet, dict):
+        raise PolicyError("fleet_lock must be an object with base_url, group, on_failure")
     policy = Policy(
         name=str(data.get("name", "")),
         architecture=str(data.get("architecture", "")),
@@ -98,6 +105,11 @@ def policy_from(data: dict[str, Any]) -> Policy:
             days=tuple(window.get("days", DAYS)),
             start=str(window.get("start", "02:00")),
             duration=str(window.get("duration", "2h")),
+        ),
+        fleet_lock=FleetLockConfig(
+            base_url=str(fleet.get("base_url", "")),
+            group=str(fleet.get("group", "default")),
+            on_failure=str(fleet.get("on_failure", "hold")),
         ),
     )
     _validate(policy)
@@ -116,6 +128,11 @@ def _validate(policy: Policy) -> None:
         raise PolicyError(f"window.days has {', '.join(unknown)}; days are {', '.join(DAYS)}")
     if not re.match(r"^([01][0-9]|2[0-3]):[0-5][0-9]$", policy.window.start):
         raise PolicyError(f"window.start is {policy.window.start!r}; write a time as HH:MM")
+    if policy.reboot == "fleet_lock":
+        try:
+            check_config(policy.fleet_lock)
+        except ValueError as error:
+            raise PolicyError(str(error)) from None
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -131,11 +148,13 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def load_policy(image: Path = IMAGE_POLICY, host: Path = HOST_POLICY) -> Policy:
-    """The image's policy with the host's overrides; the window merges key by key."""
+    """The image's policy with the host's overrides; window and fleet_lock merge key
+    by key."""
     data = _read(image)
     overrides = _read(host)
     window = {**(data.get("window") or {}), **(overrides.get("window") or {})}
+    fleet = {**(data.get("fleet_lock") or {}), **(overrides.get("fleet_lock") or {})}
     try:
-        return policy_from({**data, **overrides, "window": window})
+        return policy_from({**data, **overrides, "window": window, "fleet_lock": fleet})
     except PolicyError as error:
         raise PolicyError(f"update policy ({image}, {host}): {error}") from None

@@ -71,7 +71,7 @@ class TransitionError(Exception):
 class Result:
     """The outcome of the last update attempt, as `keelctl status` reports it."""
 
-    result: str  # succeeded | failed | refused | rolled-back | interrupted
+    result: str  # succeeded | failed | refused | rolled-back | interrupted | halted
     version: str
     reason: str
     at: float

@@ -20,9 +20,9 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from urllib.parse import unquote, urlparse
 
 import urllib3
@@ -98,6 +98,8 @@ class Candidate:
     kernel_version: str
     length: int
     target: TargetFile
+    # The target's whole custom.keel (rollout, halted: hostd/rollout.py).
+    keel: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 class FileFetcher(FetcherInterface):
@@ -240,6 +242,7 @@ class Repository:
                     str(keel.get("kernel_version", "")),
                     target.length,
                     target,
+                    dict(keel),
                 )
             )
         return found

@@ -29,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hostd import cmdline, slots
+from hostd import cmdline, fleet, growvar, slots
 from hostd.esp import Entry, EspTree
 from hostd.files import UnsafeFile, empty_folder, free_bytes, fresh_private_folder, open_untrusted
 from hostd.formats import bootentry
@@ -82,6 +82,8 @@ class HostPaths:
     booted_slot: Callable[[], str] = field(default=slots.booted_slot)
     reboot: Callable[[], None] = field(default=lambda: _reboot_soon())
     policy: Callable[[], Policy] = field(default=load_policy)
+    # The sizes of var, its partition and disk (keel-grow-var.service grows them).
+    var_sizes: Callable[[], dict[str, Any]] = field(default=growvar.summary)
 
 
 def _reboot_soon() -> None:
@@ -124,6 +126,8 @@ class Updater:
         self.release = slots.read_release(self.paths.release)
         # Signed targets the last look at the repository left out (path -> why), for status.
         self.skipped_targets: dict[str, str] = {}
+        # Reboot coordination and phased rollouts (hostd/fleet.py).
+        self.fleet = fleet.Coordinator(self.paths.state_dir)
 
     # --- what the host runs and may run -------------------------------------------
 
@@ -194,7 +198,9 @@ class Updater:
         newer = [
             c
             for c in self._candidates(repo)
-            if is_newer(c.version, self.release.version) and c.version not in failed
+            if is_newer(c.version, self.release.version)
+            and c.version not in failed
+            and self.fleet.may_take(c)
         ]
         if not newer:
             return None
@@ -253,6 +259,7 @@ class Updater:
     ) -> dict[str, Any]:
         try:
             repo = self._repository(metadata)
+            state = self.fleet.drop_halted(self, state, repo)
             if bundle is not None:
                 candidate = self._take_bundle(repo, bundle, staged)
                 self._check_version(state, candidate.version)
@@ -419,7 +426,7 @@ class Updater:
         self.store.update(state, last_result=Result(result, version, reason, time.time()))
 
     def _maybe_reboot(self, asked: bool, result: str, version: str) -> dict[str, Any]:
-        rebooting = asked or self.policy().may_reboot(datetime.now())
+        rebooting = asked or self.fleet.may_reboot(self.policy(), version, datetime.now())
         if rebooting:
             self.paths.reboot()
         return {"result": result, "version": version, "rebooting": rebooting}
@@ -428,7 +435,11 @@ class Updater:
         """The agent's timer: reboot into an installed update when the policy allows."""
         with self.lock:
             state = self.store.load()
-            if state.phase == Phase.INSTALLED and self.policy().may_reboot(datetime.now()):
+            if (
+                state.phase == Phase.INSTALLED
+                and self.fleet.may_reboot(self.policy(), state.target_version, datetime.now())
+                and self.fleet.still_wanted(self, state)
+            ):
                 self.paths.reboot()
                 return True
             return False
@@ -602,7 +613,16 @@ class Updater:
                 f"signed target {path} skipped: {why}" for path, why in self.skipped_targets.items()
             ],
             "policy": policy,
+            "var": self._var_sizes(),
+            "fleet": self.fleet.status(),
         }
+
+    def _var_sizes(self) -> dict[str, Any] | None:
+        try:
+            return self.paths.var_sizes()
+        except (OSError, ValueError, growvar.LeftAlone) as error:
+            log.debug("no var sizes for status: %s", error)
+            return None
 
     def _state_now(self) -> UpdateState:
         """The state for status, at once. During an update (which holds the lock for

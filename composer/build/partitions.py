@@ -9,6 +9,7 @@ import uuid
 from dataclasses import dataclass
 
 from composer.definition.model import Partitions
+from hostd.formats.growth import VAR_TYPE
 from hostd.formats.sizes import MIB
 
 # GPT needs 34 sectors at each end; starting at 1 MiB also aligns every partition.
@@ -17,7 +18,6 @@ TAIL = MIB
 
 ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 ROOT_X86_64_TYPE = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"
-VAR_TYPE = "4D21B016-B534-45C2-A9FB-5C16E091FD2D"
 
 # Namespace for the stable UUIDs of an image's partitions (uuid5 of name/version/label).
 KEEL_NAMESPACE = uuid.UUID("7d3c1f2a-6b1e-4f4e-9a55-6b6565c00001")

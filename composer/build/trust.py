@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from composer.core.errors import KeelError
 from composer.definition.model import ImageDefinition
 
 if TYPE_CHECKING:
@@ -38,6 +39,17 @@ def bake_update_trust(defn: ImageDefinition, tree: Path) -> None:
             "duration": policy.window.duration,
         },
     }
+    if policy.reboot == "fleet_lock" and not policy.fleet_lock.base_url:
+        raise KeelError(
+            "update.reboot is fleet_lock but update.fleet_lock.base_url is empty",
+            hint="name the FleetLock server, e.g. fleet_lock: {base_url: http://lock:3333/}",
+        )
+    if policy.reboot == "fleet_lock" or policy.fleet_lock.base_url:
+        document["fleet_lock"] = {
+            "base_url": policy.fleet_lock.base_url,
+            "group": policy.fleet_lock.group,
+            "on_failure": policy.fleet_lock.on_failure,
+        }
     (dest / "policy.json").write_text(json.dumps(document, indent=2) + "\n")
     (dest / "policy.json").chmod(0o644)
     trust_root = dest / "root.json"

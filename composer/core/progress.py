@@ -40,3 +40,40 @@ class Progress:
 
     def elapsed(self) -> float:
         return time.monotonic() - self._started
+
+    def transfer(self, label: str, total: int) -> ByteProgress:
+        """Progress of one long copy or read of total bytes, within a step."""
+        return ByteProgress(label, total, quiet=self.quiet)
+
+
+@dataclass
+class ByteProgress:
+    """How far a long copy or read is: a line on stderr at most every few seconds
+    (percent, bytes, rate), and one when done."""
+
+    label: str
+    total: int
+    quiet: bool = False
+    every: float = 5.0
+    _started: float = field(default_factory=time.monotonic)
+    _shown: float = field(default_factory=time.monotonic)
+
+    def _line(self, done: int) -> str:
+        elapsed = max(time.monotonic() - self._started, 1e-6)
+        percent = done * 100 // max(self.total, 1)
+        return (
+            f"    {self.label}: {percent}% ({done / 2**20:.0f} of {self.total / 2**20:.0f} MiB, "
+            f"{done / 2**20 / elapsed:.0f} MiB/s)"
+        )
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if not self.quiet and now - self._shown >= self.every:
+            self._shown = now
+            print(self._line(done), file=sys.stderr, flush=True)
+
+    def finish(self, done: int) -> float:
+        """Show the last line; the seconds the whole copy took."""
+        if not self.quiet:
+            print(self._line(done), file=sys.stderr, flush=True)
+        return time.monotonic() - self._started

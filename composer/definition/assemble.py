@@ -17,6 +17,7 @@ from composer.definition.model import (
     Debian,
     DockerEndpoints,
     FileAttributes,
+    FleetLockServer,
     HealthCheck,
     ImageDefinition,
     Kernel,
@@ -113,6 +114,7 @@ def _build_update(update: dict[str, Any], document: Document) -> UpdatePolicy:
         check_interval=update["check_interval"],
         reboot=update["reboot"],
         window=MaintenanceWindow(tuple(window["days"]), window["start"], window["duration"]),
+        fleet_lock=FleetLockServer(**update["fleet_lock"]),
     )
 
 

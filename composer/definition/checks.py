@@ -84,7 +84,32 @@ def _normalise_sizes(resolved: dict[str, Any], document: Document) -> list[Probl
         problem = _size_problem(path, size, minimum)
         if problem:
             problems.append(Problem(document.origin(path), problem))
+    problems += _var_max_problems(partitions, document)
     return problems
+
+
+def _var_max_problems(partitions: dict[str, Any], document: Document) -> list[Problem]:
+    """partitions.var_max: 0 (no cap), or a size of at least partitions.var."""
+    path = ("partitions", "var_max")
+    try:
+        cap = parse_size(partitions["var_max"])
+    except ValueError as error:
+        return [Problem(document.origin(path), f"field {dotted(path)!r}: {error}")]
+    partitions["var_max"] = cap
+    if cap == 0:
+        return []
+    var = partitions["var"]
+    if isinstance(var, int) and cap < var:
+        return [
+            Problem(
+                document.origin(path),
+                f"field {dotted(path)!r} is {_format_size(cap)}, below partitions.var "
+                f"({_format_size(var)}): var never shrinks; make it at least "
+                f'"{var // MIB}MiB", or 0 to let var fill the disk',
+            )
+        ]
+    problem = _size_problem(path, cap, MIB)
+    return [Problem(document.origin(path), problem)] if problem else []
 
 
 def _size_problem(path: DocPath, size: int, minimum: int) -> str | None:

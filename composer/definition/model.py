@@ -73,6 +73,8 @@ class Partitions:
     esp: int
     root: int
     var: int
+    # The most var may grow to on a disk bigger than the image; 0: fill the disk.
+    var_max: int
 
 
 @dataclass(frozen=True)
@@ -83,13 +85,21 @@ class MaintenanceWindow:
 
 
 @dataclass(frozen=True)
+class FleetLockServer:
+    base_url: str
+    group: str
+    on_failure: str  # hold | release
+
+
+@dataclass(frozen=True)
 class UpdatePolicy:
     repository: str
     # The TUF root metadata baked into the image; None: no update trust root.
     root: Path | None
     check_interval: str
-    reboot: str  # immediate | window | manual
+    reboot: str  # immediate | window | manual | fleet_lock
     window: MaintenanceWindow
+    fleet_lock: FleetLockServer
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,12 @@ SUITES: Mapping[str, Suite] = {
         "13",
         # The docker command (and `docker system dial-stdio`, which `docker -H ssh://`
         # runs on the host) moved out of docker.io into docker-cli.
-        split_packages={"docker.io": ("docker.io", "docker-cli")},
+        split_packages={
+            "docker.io": ("docker.io", "docker-cli"),
+            # systemd-repart (which grows var on a bigger disk, keel-grow-var.service)
+            # is a package of its own; bookworm's systemd still carries it.
+            "systemd": ("systemd", "systemd-repart"),
+        },
     ),
 }
 DEFAULT_SUITE = "trixie"

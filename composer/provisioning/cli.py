@@ -42,25 +42,11 @@ def cmd_butane(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from composer.provisioning.butane import host_config
-    from hostd.ignition.config import ConfigError, parse_config
+    from composer.provisioning.check import check_config
 
-    data = _read(args.file)
-    try:
-        # Ignition is a JSON object; anything else is read as Butane, so a broken Butane
-        # file gets Butane's errors rather than "not valid JSON".
-        if data.lstrip()[:1] != b"{":
-            files_dir = args.files_dir or Path(args.file).parent
-            host_config(data, name=args.file, files_dir=files_dir)
-            kind = "Butane"
-        else:
-            parse_config(data)
-            kind = "Ignition"
-    except ConfigError as error:
-        raise KeelError(f"{args.file}: {error}") from None
-    except RecursionError:
-        raise KeelError(f"{args.file}: nested too deeply") from None
-    print(f"{args.file}: a valid {kind} config for a Keel host")
+    files_dir = args.files_dir or Path(args.file).parent
+    checked = check_config(_read(args.file), name=args.file, files_dir=files_dir)
+    print(f"{args.file}: a valid {checked.kind} config for a Keel host")
     return 0
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from composer.core import commands
+from composer.core.errors import KeelError
 from composer.core.verbs import VerbGroup
 
 
@@ -32,8 +33,17 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
     commands.echo_commands = False
     expiries = dict(repository.parse_expiry(text) for text in args.expires)
+    rollout = repository.parse_rollout(args.rollout) if args.rollout else None
+    if rollout is not None and args.artifact is None:
+        raise KeelError("--rollout spreads a new version: give the ARTIFACT to publish")
     published = repository.publish(
-        args.repo, args.artifact, args.keys, expiries=expiries, force=args.force
+        args.repo,
+        args.artifact,
+        args.keys,
+        expiries=expiries,
+        force=args.force,
+        rollout=rollout,
+        halt_version=args.halt,
     )
     result: dict[str, Any] = {
         "target": published.target_path,
@@ -49,6 +59,10 @@ def cmd_publish(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     else:
         what = f"published {published.target_path}" if published.target_path else "re-signed"
+        if args.halt:
+            what += f", {args.halt} halted"
+        if rollout is not None:
+            what += f", rolled out over {args.rollout}"
         print(
             f"{what} (targets v{published.targets_version}, "
             f"snapshot v{published.snapshot_version}, timestamp v{published.timestamp_version})"
@@ -113,6 +127,18 @@ def register(verbs: VerbGroup) -> None:
     )
     publish.add_argument(
         "--force", action="store_true", help="publish even if the version is not newer"
+    )
+    publish.add_argument(
+        "--rollout",
+        metavar="DURATION",
+        help="spread the new version over this span from now (e.g. 24h): each host takes "
+        "it at its own offset, derived from its id (docs/fleet.md)",
+    )
+    publish.add_argument(
+        "--halt",
+        metavar="VERSION",
+        help="stop a published version: hosts that have not booted it stop taking it, and "
+        "drop it if installed but not booted",
     )
     publish.add_argument("--json", action="store_true", help="print the result as JSON")
     publish.set_defaults(func=cmd_publish)

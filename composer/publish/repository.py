@@ -61,6 +61,14 @@ def parse_duration(text: str) -> timedelta:
         ) from None
 
 
+def parse_rollout(text: str) -> timedelta:
+    """'24h' -> 1 day, for --rollout: a span longer than zero."""
+    span = parse_duration(text)
+    if span <= timedelta(0):
+        raise KeelError(f"a rollout of {text} is no rollout", hint="give a span such as 24h")
+    return span
+
+
 def parse_expiry(text: str) -> tuple[str, timedelta]:
     """'timestamp=1d' -> ('timestamp', 1 day), for --expires."""
     role, sep, duration = text.partition("=")
@@ -86,15 +94,36 @@ def target_path(info: bundle.BundleInfo) -> str:
     return f"{info.name}/{info.architecture}/{file_name}"
 
 
-def target_custom(info: bundle.BundleInfo) -> dict[str, Any]:
-    return {
-        "keel": {
-            "name": info.name,
-            "version": info.version,
-            "architecture": info.architecture,
-            "kernel_version": info.kernel_version,
-        }
+def target_custom(
+    info: bundle.BundleInfo, rollout: tuple[datetime, timedelta] | None = None
+) -> dict[str, Any]:
+    keel: dict[str, Any] = {
+        "name": info.name,
+        "version": info.version,
+        "architecture": info.architecture,
+        "kernel_version": info.kernel_version,
     }
+    if rollout is not None:
+        start, span = rollout
+        # Whole seconds, as hostd/rollout.py reads them.
+        keel["rollout"] = {"start": int(start.timestamp()), "duration": int(span.total_seconds())}
+    return {"keel": keel}
+
+
+def halt(targets: Targets, version: str) -> list[str]:
+    """Mark every target of version halted (hostd/rollout.py); the paths marked."""
+    marked = []
+    for path, target in targets.targets.items():
+        keel = (target.unrecognized_fields.get("custom") or {}).get("keel")
+        if isinstance(keel, dict) and keel.get("version") == version:
+            keel["halted"] = True
+            marked.append(path)
+    if not marked:
+        raise KeelError(
+            f"no published target has version {version}",
+            hint="`keel publish --halt` names a version already in the repository",
+        )
+    return sorted(marked)
 
 
 def find_bundle(artifact: Path) -> Path:
@@ -229,10 +258,16 @@ def _check_newer(targets: Targets, info: bundle.BundleInfo, repo_dir: Path) -> N
         )
 
 
-def _add_target(repo: Repository, targets: Targets, source: Path, info: bundle.BundleInfo) -> Path:
+def _add_target(
+    repo: Repository,
+    targets: Targets,
+    source: Path,
+    info: bundle.BundleInfo,
+    rollout: tuple[datetime, timedelta] | None = None,
+) -> Path:
     with source.open("rb") as handle:
         target = TargetFile.from_data(target_path(info), handle, ["sha256"])
-    target.unrecognized_fields["custom"] = target_custom(info)
+    target.unrecognized_fields["custom"] = target_custom(info, rollout)
     stored = repo.stored_target(target)
     # Named by content: an existing file is the same bundle, unless it was damaged.
     if not stored.exists() or sha256_file(stored) != target.hashes["sha256"]:
@@ -285,6 +320,8 @@ def publish(
     expiries: Mapping[str, timedelta] | None = None,
     force: bool = False,
     now: datetime | None = None,
+    rollout: timedelta | None = None,
+    halt_version: str | None = None,
 ) -> Published:
     """Add the bundle to the repository (created from key_dir/root.json on first use),
     sign new targets, snapshot and timestamp metadata, and return what was written.
@@ -293,7 +330,10 @@ def publish(
     fresh expiry dates (timestamp metadata lives a day: re-sign at least that often).
     expiries: per role, how long the new metadata stays valid (DEFAULT_EXPIRIES for the
     rest). Giving one for root also re-signs root as a new version with that expiry.
-    force: publish even if the version is not newer than the newest published one."""
+    force: publish even if the version is not newer than the newest published one.
+    rollout: spread the new version over this span, from now (hostd/rollout.py).
+    halt_version: mark that published version halted: hosts that have not booted it
+    stop taking it, and drop it if installed but not booted."""
     lifetimes = {**DEFAULT_EXPIRIES, **(expiries or {})}
     issued = now or datetime.now(UTC)
     source = find_bundle(artifact) if artifact is not None else None
@@ -317,7 +357,10 @@ def publish(
             repo.write(root, versioned=False)
         stored = None
         if source is not None and info is not None:
-            stored = _add_target(repo, state.targets.signed, source, info)
+            plan = (issued, rollout) if rollout is not None else None
+            stored = _add_target(repo, state.targets.signed, source, info, plan)
+        if halt_version is not None:
+            halt(state.targets.signed, halt_version)
         _sign_top_level(repo, state, signers, lifetimes, issued)
 
     return Published(

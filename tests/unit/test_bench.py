@@ -93,3 +93,11 @@ def test_a_failed_or_missing_benchmark_is_shown_not_hidden(broken: str) -> None:
     assert failed == {label for label, group, _ in run.HEADLINES if group == broken}
     assert rows["power-on to declared container running"] == "not measured"
     assert rows["cold build (empty package cache)"] == "150.0 s"
+
+
+def test_disks_bench_reads_a_units_run_time() -> None:
+    disks = load("disks")
+    show = "ExecMainStartTimestampMonotonic=5000000\nExecMainExitTimestampMonotonic=8250000\n"
+    assert disks.unit_run_seconds(show) == 3.25
+    journal = "keel-grow-var: growing vda4\nkeel-grow-var: /var: filesystem 18.6 GiB, ... (2.7s)\n"
+    assert disks.work_seconds(journal) == 2.7

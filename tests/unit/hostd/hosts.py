@@ -22,6 +22,14 @@ from hostd.policy import Policy
 from hostd.updater import HostPaths, Updater
 
 SLOT_SIZE = 4 * 1024 * 1024
+# What the test host's var looks like to `keelctl status` (hostd/growvar.py's summary).
+VAR_SIZES = {
+    "filesystem": 19 * 1024**3,
+    "available": 18 * 1024**3,
+    "partition": 19 * 1024**3,
+    "disk": 20 * 1024**3,
+    "device": "vda4",
+}
 T = TypeVar("T")
 
 
@@ -95,6 +103,7 @@ def make_host(tmp_path: Path) -> Host:
         booted_slot=lambda: booted["slot"],
         reboot=lambda: reboots.append("reboot"),
         policy=lambda: Policy(repository=f"file://{repo}"),
+        var_sizes=lambda: dict(VAR_SIZES),
     )
     return Host(tmp_path, Updater(paths), repo, tmp_path / "keys", reboots)
 

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from composer.publish import keys, repository
+from hostd import cli
 from hostd.updater import Refused
-from tests.unit.hostd.hosts import SLOT_SIZE, Host, boot, entries, make_bundle
+from tests.unit.hostd.hosts import SLOT_SIZE, VAR_SIZES, Host, boot, entries, make_bundle
 
 
 def test_update_writes_the_inactive_slot_then_the_entry(host: Host) -> None:
@@ -181,3 +182,12 @@ def test_bundle_members_are_checked_against_bundle_json(host: Host, tmp_path: Pa
                 dest.addfile(member, source.extractfile(member))
     with pytest.raises(BundleError, match=r"lacks initrd\.img"):
         Bundle(bad)
+
+
+def test_status_shows_the_size_of_var(host: Host) -> None:
+    status = host.updater.status()
+    assert status["var"] == VAR_SIZES
+    assert (
+        "var:      19.0 GiB (18.0 GiB free) on vda4, a 19.0 GiB partition of a 20.0 GiB disk"
+        in cli.show_status(status)
+    )

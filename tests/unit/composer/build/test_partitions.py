@@ -10,7 +10,7 @@ from composer.build.partitions import (
 )
 from composer.definition.model import Partitions
 
-SIZES = Partitions(esp=128 * MIB, root=640 * MIB, var=1024 * MIB)
+SIZES = Partitions(esp=128 * MIB, root=640 * MIB, var=1024 * MIB, var_max=0)
 
 
 def test_plan_lays_out_esp_two_equal_roots_and_var_in_order() -> None:
@@ -45,7 +45,7 @@ def test_uuids_are_stable_per_image_and_differ_between_partitions() -> None:
 
 def test_sizes_must_be_whole_mebibytes() -> None:
     with pytest.raises(ValueError, match=r"partitions\.var"):
-        plan_disk(Partitions(esp=128 * MIB, root=640 * MIB, var=MIB + 1), "x", "1")
+        plan_disk(Partitions(esp=128 * MIB, root=640 * MIB, var=MIB + 1, var_max=0), "x", "1")
 
 
 def test_sfdisk_script_names_labels_types_and_sectors() -> None:

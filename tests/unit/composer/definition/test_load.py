@@ -51,7 +51,24 @@ def test_sizes_become_bytes(ws: Workspace) -> None:
         2048 * MiB,
         128 * MiB,
     )
-    assert defn.resolved["partitions"] == {"esp": 64 * MiB, "root": 2048 * MiB, "var": 128 * MiB}
+    assert defn.resolved["partitions"] == {
+        "esp": 64 * MiB,
+        "root": 2048 * MiB,
+        "var": 128 * MiB,
+        "var_max": 0,
+    }
+
+
+def test_var_max_is_a_size_no_smaller_than_var(ws: Workspace) -> None:
+    ws.image("capped.yaml", MINIMAL.replace("  var: 1GiB\n", "  var: 1GiB\n  var_max: 50GiB\n"))
+    assert ws.load("capped.yaml").partitions.var_max == 50 * 1024 * MiB
+    assert ws.load("capped.yaml").resolved["partitions"]["var_max"] == 50 * 1024 * MiB
+    ws.image("small.yaml", MINIMAL.replace("  var: 1GiB\n", "  var: 1GiB\n  var_max: 512MiB\n"))
+    message = ws.error("small.yaml")
+    assert "images/small.yaml:7" in message and "'partitions.var_max' is 512 MiB" in message
+    assert "var never shrinks" in message
+    ws.image("odd.yaml", MINIMAL.replace("  var: 1GiB\n", "  var: 1GiB\n  var_max: 2147483649\n"))
+    assert "not a multiple of 1 MiB" in ws.error("odd.yaml")
 
 
 def test_templates_overlays_and_variables_become_dataclasses(ws: Workspace) -> None:

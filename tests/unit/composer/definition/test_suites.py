@@ -23,3 +23,14 @@ def test_split_package_expands_in_place_once() -> None:
     assert packages_to_install("bookworm", ("docker.io",)) == ("docker.io",)
     assert package_source("trixie", "docker-cli") == "docker.io"
     assert package_source("trixie", "iptables") == "iptables"
+
+
+def test_trixie_gets_systemd_repart_with_systemd_and_bookworm_nothing_more() -> None:
+    # keel-grow-var.service runs systemd-repart: its own package since trixie.
+    assert packages_to_install("trixie", ("systemd", "udev")) == (
+        "systemd",
+        "systemd-repart",
+        "udev",
+    )
+    assert packages_to_install("bookworm", ("systemd", "udev")) == ("systemd", "udev")
+    assert package_source("trixie", "systemd-repart") == "systemd"

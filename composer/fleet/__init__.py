@@ -1,0 +1,1 @@
+"""Fleets: reboot coordination through FleetLock on etcd (docs/fleet.md)."""

@@ -76,7 +76,13 @@ def test_no_qemu_left_after_session(
     ]  # fmt: skip
     output = tmp_path / "inner.log"
     with output.open("w") as log:
-        inner = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+        # SIGINT as a terminal leaves it: a suite started in the background by a
+        # non-interactive shell inherits SIGINT ignored, and Python then never raises
+        # KeyboardInterrupt in the inner session.
+        inner = subprocess.Popen(
+            argv, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )  # fmt: skip
     try:
         deadline = time.monotonic() + 600
         while not pid_file.exists() and inner.poll() is None and time.monotonic() < deadline:

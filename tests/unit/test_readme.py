@@ -58,12 +58,19 @@ def test_keel_command_and_options_exist(argv: list[str]) -> None:
     verb = argv[0]
     verbs = make_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     assert verb in verbs, f"README shows `keel {verb}`, which does not exist"
+    words = [verb]
+    # A verb with verbs of its own (`keel fleetlock serve`): the options are the inner one's.
+    nested = verbs[verb]._subparsers  # type: ignore[attr-defined]
+    if nested is not None and len(argv) > 1:
+        inner = nested._group_actions[0].choices
+        assert argv[1] in inner, f"README shows `keel {verb} {argv[1]}`, which does not exist"
+        words.append(argv[1])
     help_text = subprocess.run(
-        [sys.executable, "-m", "composer.cli", verb, "--help"],
+        [sys.executable, "-m", "composer.cli", *words, "--help"],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
-    for option in (a.split("=")[0] for a in argv[1:] if a.startswith("--")):
-        assert option in help_text, f"`keel {verb}` has no option {option}"
+    for option in (a.split("=")[0] for a in argv[len(words) :] if a.startswith("--")):
+        assert option in help_text, f"`keel {' '.join(words)}` has no option {option}"
 
 
 def test_readme_links_point_to_existing_docs() -> None:

@@ -19,7 +19,6 @@ import json
 import re
 import ssl
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from composer.core.errors import KeelError
+from composer.core.httpserving import in_thread, server_url
 from composer.fleet.etcd import EtcdError
 from composer.fleet.semaphore import SemaphoreError, SemaphoreFull, Semaphores
 
@@ -174,25 +174,11 @@ def make_server(
     return server
 
 
-def server_url(server: ThreadingHTTPServer) -> str:
-    host, port = server.server_address[:2]
-    scheme = "https" if isinstance(server.socket, ssl.SSLSocket) else "http"
-    host = f"[{host!s}]" if ":" in str(host) else str(host)
-    return f"{scheme}://{host}:{port}/"
-
-
 @contextmanager
 def serving(semaphores: Semaphores, bind: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     """Serve in a background thread for the block (tests, the benchmark); yields the URL."""
-    server = make_server(semaphores, bind, port)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield server_url(server)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with in_thread(make_server(semaphores, bind, port), "keel-fleetlock") as url:
+        yield url
 
 
 def serve_forever(server: ThreadingHTTPServer) -> None:

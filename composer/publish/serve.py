@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import ipaddress
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from composer.core.errors import KeelError
+from composer.core.httpserving import in_thread, server_url
 
 LOOPBACK = "127.0.0.1"
 
@@ -64,26 +64,11 @@ def make_server(repo: Path, bind: str = LOOPBACK, port: int = 0) -> ThreadingHTT
     return server
 
 
-def server_url(server: ThreadingHTTPServer) -> str:
-    host, port = server.server_address[:2]
-    return f"http://{host!s}:{port}/"
-
-
 @contextmanager
 def serving(repo: Path, bind: str = LOOPBACK, port: int = 0) -> Iterator[str]:
     """Serve repo in a background thread for the duration of the block; yields the URL."""
-    server = make_server(repo, bind, port)
-    # A short poll interval: shutdown() waits up to one interval, and tests stop often.
-    thread = threading.Thread(
-        target=server.serve_forever, args=(0.05,), name="keel-serve", daemon=True
-    )
-    thread.start()
-    try:
-        yield server_url(server)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with in_thread(make_server(repo, bind, port), "keel-serve") as url:
+        yield url
 
 
 def serve_forever(repo: Path, bind: str = LOOPBACK, port: int = 0) -> None:

@@ -147,8 +147,14 @@ def plan_disk(disk: Disk, current: Table | None, sector: int, sectors: int,
     return _plan(disk, current, sector, sectors, field, node)
 
 
+Wanted = tuple[int, Partition, int, int | None, int | None]  # index, entry, number, start, size
+Resolved = tuple[str, Partition, int, int, int]  # field, entry, number, start, size
+
+
 def _plan(disk: Disk, current: Table | None, sector: int, sectors: int,
           field: str, node: str) -> DiskPlan:  # fmt: skip
+    """Ignition's steps for one disk: read what each entry asks for, place each in the
+    free space, compare with what is there, and write the table if anything changes."""
     plan = DiskPlan(node=node, sector=sector, wipe=disk.wipe_table)
     align = max(MIB // sector, 1)
     keep = current is not None and not disk.wipe_table
@@ -164,11 +170,37 @@ def _plan(disk: Disk, current: Table | None, sector: int, sectors: int,
     else:
         existing = {}
         bounds = (align, sectors - 2 - -(-GPT_ENTRIES_BYTES // sector))
-    # Number 0: the partition of that label, else the next free number (below).
+    wanted, sim, used = _wanted(disk, existing, sector)
+    resolved = _placed(disk, plan, wanted, sim, used, bounds, align, field)
+    layout = _layout(disk, plan, existing, resolved, sector)
+    plan.layout = layout
+    plan.fresh = {n for n, slot in layout.items() if existing.get(n) != slot}
+    deleted = set(existing) - set(layout)
+    if plan.fresh or deleted or (disk.wipe_table and disk.partitions):
+        plan.table = Table(
+            label="gpt",
+            id=current.id if keep and current is not None else "",
+            first=bounds[0] if keep else 0,
+            last=bounds[1] if keep else 0,
+            sector=sector,
+            slots=tuple(layout[n] for n in sorted(layout)),
+        )
+    if disk.wipe_table:
+        plan.notes.insert(0, f"wiped the partition table of {disk.device}")
+    return plan
+
+
+def _wanted(
+    disk: Disk, existing: dict[int, Slot], sector: int
+) -> tuple[list[Wanted], dict[int, Slot], set[int]]:
+    """Each entry's number, start and size in sectors (None: to be chosen), with what
+    Ignition's pretend run leaves: every given partition deleted first, and the numbers
+    in use."""
+    # Number 0: the partition of that label, else the next free number (in _placed).
     by_label = {slot.name: slot.number for slot in existing.values() if slot.name}
     ordered = sorted(enumerate(disk.partitions), key=lambda item: item[1].number == 0)
-    wanted: list[tuple[int, Partition, int, int | None, int | None]] = []
-    sim = dict(existing)  # Ignition's pretend run: every given partition deleted first
+    wanted: list[Wanted] = []
+    sim = dict(existing)
     used = set(existing)
     for index, part in ordered:
         number = part.number or by_label.get(part.label or "", 0)
@@ -186,7 +218,14 @@ def _plan(disk: Disk, current: Table | None, sector: int, sectors: int,
             else:
                 used.discard(number)
         wanted.append((index, part, number, start, size))
-    resolved = []
+    return wanted, sim, used
+
+
+def _placed(disk: Disk, plan: DiskPlan, wanted: list[Wanted], sim: dict[int, Slot],
+            used: set[int], bounds: tuple[int, int], align: int,
+            field: str) -> list[Resolved]:  # fmt: skip
+    """Give each entry that should exist a number and a place in the free space."""
+    resolved: list[Resolved] = []
     for index, part, number, start, size in wanted:
         where = f"{field}.partitions[{index}]"
         if not part.should_exist:
@@ -206,6 +245,13 @@ def _plan(disk: Disk, current: Table | None, sector: int, sectors: int,
         sim[number] = Slot(number, *placed)
         plan.given.add(number)
         resolved.append((where, part, number, *placed))
+    return resolved
+
+
+def _layout(disk: Disk, plan: DiskPlan, existing: dict[int, Slot],
+            resolved: list[Resolved], sector: int) -> dict[int, Slot]:  # fmt: skip
+    """The table after this config: each entry made, kept, remade, resized or deleted,
+    as Ignition's rules allow; a note for each."""
     layout = dict(existing)
     for where, part, number, start, size in resolved:
         current_slot = existing.get(number)
@@ -247,21 +293,7 @@ def _plan(disk: Disk, current: Table | None, sector: int, sectors: int,
                 f"{problem}; set wipePartitionEntry: true to remake it (its data is lost)"
                 + (", or resize: true if only its size differs" if "MiB" in problem else "")
             )
-    plan.layout = layout
-    plan.fresh = {n for n, slot in layout.items() if existing.get(n) != slot}
-    deleted = set(existing) - set(layout)
-    if plan.fresh or deleted or (disk.wipe_table and disk.partitions):
-        plan.table = Table(
-            label="gpt",
-            id=current.id if keep and current is not None else "",
-            first=bounds[0] if keep else 0,
-            last=bounds[1] if keep else 0,
-            sector=sector,
-            slots=tuple(layout[n] for n in sorted(layout)),
-        )
-    if disk.wipe_table:
-        plan.notes.insert(0, f"wiped the partition table of {disk.device}")
-    return plan
+    return layout
 
 
 def sfdisk_script(table: Table, node: str) -> str:

@@ -1,7 +1,6 @@
-"""For the QEMU fleet tests (test_fleet_vms.py; test_update.py still has its own
-copy, to be moved here): `keel` as a subprocess, builds of
-tests/integration/images/up-*.yaml with a session's trust root, and the waits for a
-guest that reboots by itself into another version."""
+"""Shared by the QEMU update tests (test_update.py, test_fleet_vms.py): `keel` as a
+subprocess, builds of tests/integration/images/up-*.yaml with a session's trust root,
+and the waits for a guest that reboots by itself into another version."""
 
 from __future__ import annotations
 

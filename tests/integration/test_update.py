@@ -19,43 +19,28 @@ reaches it as 10.0.2.2 (QEMU user networking)."""
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import paramiko
 import pytest
 
 from composer.core.paths import PROJECT_ROOT, vm_root
 from composer.publish import repository, serve
 from composer.testing import KeelVM
-from composer.testing.machine import RebootWatch
-from composer.vm import runner, ssh
+from composer.vm import runner
+from tests.integration import guests
+from tests.integration.guests import BOOT_ID, keel
 
 pytestmark = pytest.mark.integration
 
-IMAGES = Path(__file__).parent / "images"
 BUILD = PROJECT_ROOT / "build" / "up"
 VERSIONS = {"1.0.0": "up-v1", "2.0.0": "up-v2", "3.0.0": "up-v3-unhealthy", "4.0.0": "up-v4-noroot"}
-BOOT_ID = "/proc/sys/kernel/random/boot_id"
 UPDATE_TIMEOUT = 900
-
-
-def keel(*args: str, env: dict[str, str] | None = None) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "composer.cli", *args],
-        check=True,
-        cwd=PROJECT_ROOT,
-        env={**os.environ, **(env or {})},
-    )
 
 
 class Chain:
@@ -69,10 +54,7 @@ class Chain:
         self.url = ""
 
     def build(self, version: str) -> Path:
-        out = BUILD / VERSIONS[version]
-        keel("build", str(IMAGES / f"{VERSIONS[version]}.yaml"), "--out", str(out),
-             env={"KEEL_UPDATE_ROOT": str(self.keys / "root.json")})  # fmt: skip
-        return out
+        return guests.build(VERSIONS[version], BUILD / VERSIONS[version], self.keys)
 
     def publish(self, version: str, **expiries: timedelta) -> None:
         repository.publish(
@@ -103,30 +85,11 @@ class Chain:
 
     def wait_for_version(self, version: str, after_boot: str, timeout: float = 900) -> None:
         """Wait (through any reboots the host does by itself) for SSH in version."""
-        deadline = time.monotonic() + timeout
-        command = f"cat {BOOT_ID}; . /usr/lib/keel/release; echo $KEEL_IMAGE_VERSION"
-        watch = RebootWatch(self.host)
-        while time.monotonic() < deadline:
-            assert self.host.is_running(), f"QEMU exited\n{self.host.serial_tail()}"
-            watch.poll()
-            try:
-                result = ssh.run_command(self.host.ssh_port, self.host.key, command, timeout=10)
-            except (OSError, paramiko.SSHException, EOFError):
-                result = None
-            if result is not None and result.exit_status == 0:
-                boot_id, seen = result.stdout.split()
-                if boot_id != after_boot and seen == version:
-                    self.wait_for_hostd()
-                    return
-            time.sleep(2)
-        raise AssertionError(
-            f"no boot of {version} within {timeout:.0f}s\n{self.host.serial_tail()}"
-        )
+        guests.wait_for_version(self.host, version, after_boot, timeout)
 
     def wait_for_hostd(self) -> None:
         """The boot transaction done (health gate included) and hostd answering."""
-        self.host.run("systemctl is-system-running --wait", timeout=300)
-        self.sh("until keelctl status >/dev/null 2>&1; do sleep 1; done", timeout=120)
+        guests.wait_for_hostd(self.host)
 
     def data(self) -> dict[str, str]:
         return {

@@ -1,16 +1,20 @@
-"""keelctl: the host's command line; every verb is a request to hostd's API."""
+"""keelctl: the host's command line. Every verb is a request to hostd's API, but
+install, which runs here as root (it copies this host to another disk: hostd/install)."""
 
 from __future__ import annotations
 
 import argparse
 import http.client
 import json
+import os
 import socket
 import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from hostd.install.errors import InstallError
 
 # The same path as hostd.api.SOCKET, not imported from there: that would load the
 # updater and python-tuf, and keelctl should start fast on a slow machine.
@@ -202,12 +206,71 @@ def cmd_history(args: argparse.Namespace) -> Any:
     return "\n".join(lines) or "no update events yet"
 
 
+def _install_config(path: Path) -> bytes:
+    """The config file's bytes, validated as first boot will read them."""
+    from hostd.ignition.errors import ConfigError
+
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise InstallError(f"cannot read {path}: {error.strerror}") from None
+    try:
+        from hostd.ignition.config import parse_config
+
+        parse_config(raw)
+    except ConfigError as error:
+        butane = not raw.lstrip().startswith(b"{")
+        hint = (
+            "; this host reads Ignition JSON: translate Butane on the build machine "
+            "(`keel butane FILE.bu -o FILE.ign`)"
+            if butane
+            else ""
+        )
+        raise InstallError(f"{path}: {error}{hint}") from None
+    return raw
+
+
+def cmd_install(args: argparse.Namespace) -> Any:
+    from hostd.install.installer import install
+
+    if os.geteuid() != 0:
+        raise InstallError("keelctl install writes a disk: run it as root")
+    config = _install_config(Path(args.config)) if args.config else None
+
+    def confirm(question: str) -> bool:
+        if args.yes:
+            return True
+        if not sys.stdin.isatty():
+            raise InstallError(f"{question} Add --yes to go on; nothing was written")
+        return input(f"{question}\nType yes to go on: ").strip() == "yes"
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    done = install(args.target, config, confirm, say)
+    if args.json:
+        return {
+            "version": done.source.version,
+            "target": done.disk.node,
+            "root_sha256": done.root_sha256,
+            "seconds": round(done.seconds, 1),
+        }
+    with_config = f", with the config from {args.config}" if config else ""
+    return (
+        f"installed {done.source.name} {done.source.version} on {done.disk.node} "
+        f"in {done.seconds:.0f}s{with_config}; root-a verified (sha256 {done.root_sha256[:12]}...)."
+        f"\nPower off, remove this boot medium, and boot from {done.disk.node}: its first "
+        "boot grows var, makes a new identity and applies the config."
+    )
+
+
 VERBS: dict[str, Callable[[argparse.Namespace], Any]] = {
     "status": cmd_status,
     "check": cmd_check,
     "update": cmd_update,
     "rollback": cmd_rollback,
     "history": cmd_history,
+    "install": cmd_install,
 }
 
 
@@ -276,6 +339,16 @@ def parser() -> argparse.ArgumentParser:
             verb.add_argument("--reboot", action="store_true", help="reboot into it when installed")
         if name == "rollback":
             verb.add_argument("--no-reboot", action="store_true", help="only switch, reboot later")
+    text = "copy the booted version to another disk (new identity, fresh var), verified"
+    verb = verbs.add_parser("install", help=text, description=text)
+    verb.add_argument("target", metavar="TARGET", help="a whole disk, such as /dev/nvme0n1")
+    verb.add_argument(
+        "--config", metavar="FILE.ign",
+        help="Ignition config for the new disk's first boot, validated before anything "
+        "is written (translate Butane on the build machine with `keel butane`)",
+    )  # fmt: skip
+    verb.add_argument("--yes", action="store_true", help="do not ask before erasing TARGET")
+    verb.add_argument("--json", action="store_true", help="print JSON")
     return top
 
 
@@ -283,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         result = VERBS[args.verb](args)
-    except ApiError as error:
+    except (ApiError, InstallError) as error:
         print(f"keelctl {args.verb}: {error}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2) if not isinstance(result, str) else result)

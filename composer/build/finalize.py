@@ -1,7 +1,8 @@
 """Build step: turn the staged tree into an immutable OS image.
 
 - strip per-machine identity (machine-id, SSH host keys): created on first boot;
-- stamp the image name and version into os-release;
+- stamp the image name and version into os-release, and its kernel command line
+  into /usr/lib/keel/cmdline;
 - take the kernel and initrd out of /boot (they go to the ESP and the slot payload);
 - move /var out: it becomes the seed of the var partition (and a factory copy stays
   in the image), and point /root, /home, /usr/local and /opt at /var so they are
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from composer.build.context import BuildContext
 
 FACTORY_VAR = "usr/share/factory/var"
+KERNEL_CMDLINE = "usr/lib/keel/cmdline"
 # Writable places of the image that live on /var: (path in the image, path in /var).
 # Their image content moves to /var before the factory copy is taken, so both hold it.
 # Link targets are relative, so the image resolves the same when mounted elsewhere.
@@ -82,6 +84,10 @@ def _stamp_os_release(defn: ImageDefinition, tree: Path) -> None:
     ]
     lines += [f"IMAGE_ID={defn.name}", f"IMAGE_VERSION={defn.version}"]
     release.write_text("\n".join(lines) + "\n")
+    # The image's own kernel command line, for a boot entry written on the host
+    # (`keelctl install`): the booted entry's also holds the host's own arguments.
+    (tree / KERNEL_CMDLINE).parent.mkdir(parents=True, exist_ok=True)
+    (tree / KERNEL_CMDLINE).write_text(" ".join(defn.kernel.cmdline) + "\n")
 
 
 def _take_kernel(tree: Path, dest: Path) -> tuple[Path, Path, str]:
@@ -133,18 +139,19 @@ def _split_var(tree: Path, seed: Path) -> None:
     # survive updates and rollbacks: they live on /var.
     for place, var_name in VAR_PLACES:
         _move_to_var(tree, place, var_name)
+    # /root and /home must be writable on a read-only root: they live on /var.
+    shutil.move(tree / "root", tree / "var/roothome")
+    (tree / "root").symlink_to("var/roothome")
+    home = tree / "home"
+    shutil.move(home, tree / "var/home")
+    home.symlink_to("var/home")
+    (tree / "var/lib/keel").mkdir(parents=True, exist_ok=True)
+    # The factory copy is the whole seed: `keelctl install` makes a fresh var from it.
     factory = tree / FACTORY_VAR
     factory.parent.mkdir(parents=True, exist_ok=True)
     commands.run(["cp", "-a", tree / "var", factory])
     shutil.move(tree / "var", seed)
     (tree / "var").mkdir(mode=0o755)
-    # /root and /home must be writable on a read-only root: they live on /var.
-    shutil.move(tree / "root", seed / "roothome")
-    (tree / "root").symlink_to("var/roothome")
-    home = tree / "home"
-    shutil.move(home, seed / "home")
-    home.symlink_to("var/home")
-    (seed / "lib/keel").mkdir(parents=True, exist_ok=True)
     # Mount points must exist in the image: nothing can create them on a read-only root.
     for mount_point in ("efi", "tmp"):
         (tree / mount_point).mkdir(exist_ok=True)

@@ -4,9 +4,8 @@ Refused always: a target that is mounted or otherwise in use (swap, device-mappe
 RAID, a loop device over a file), a disk that holds this machine's own filesystems, a
 partition instead of a whole disk, a read-only device, a file of the build itself, and
 anything smaller than the image. Refused unless --force: a target that already holds
-a partition table or a filesystem. What a block device is and what uses it comes from
-sysfs and /proc (hostd.ignition.blockdev.Machine, the same reading the host uses
-before it partitions a disk)."""
+a partition table or a filesystem. A block device is checked as `keelctl install`
+checks its target on a host (hostd/install/target.py), from sysfs and /proc."""
 
 from __future__ import annotations
 
@@ -17,7 +16,9 @@ from pathlib import Path
 
 from composer.core.errors import KeelError
 from composer.install.image import SourceImage
-from hostd.ignition.blockdev import Machine, NotABlockDevice, ToolError
+from hostd.ignition.blockdev import Machine, ToolError
+from hostd.install.errors import InstallError
+from hostd.install.target import check_disk, gib, partition_nodes
 
 
 @dataclass(frozen=True)
@@ -25,10 +26,6 @@ class Target:
     path: Path  # symlinks resolved: /dev/disk/by-id/... becomes /dev/sdX
     is_device: bool
     size: int  # what the target holds once written: the device's size, or the file's
-
-
-def gib(size: int) -> str:
-    return f"{size / 1024**3:.1f} GiB"
 
 
 def check_target(
@@ -86,45 +83,16 @@ def _check_device(
             f"--size is for image files; {given} is a block device and keeps its own size"
         )
     try:
-        device = machine.device(str(path))
-    except NotABlockDevice as error:
+        disk = check_disk(machine, str(path), image.size, what="the image")
+    except InstallError as error:
         raise KeelError(str(error)) from None
-    if device is None:
-        raise KeelError(f"{given} does not exist")
-    if device.number is not None:
-        raise KeelError(
-            f"{given} is partition {device.number} of /dev/{device.disk}, not a whole disk",
-            hint=f"an image holds its own partition table: write it to /dev/{device.disk}",
-        )
-    own = machine.os_disks()
-    if device.disk in own:
-        raise KeelError(
-            f"{given} holds this machine's own filesystems ({own[device.disk]} is on it); "
-            "refusing to overwrite it"
-        )
-    users = machine.users(device)
-    if users:
-        raise KeelError(
-            f"{given} is in use: {'; '.join(users)}",
-            hint="unmount its filesystems (and stop what holds it) first",
-        )
-    sys_entry = machine.sys / "class/block" / device.name
-    if (sys_entry / "ro").is_file() and (sys_entry / "ro").read_text().strip() == "1":
-        raise KeelError(f"{given} is read-only")
-    capacity = int((sys_entry / "size").read_text()) * 512
-    if capacity < image.size:
-        raise KeelError(
-            f"{given} ({gib(capacity)}, {capacity} bytes) is smaller than the image "
-            f"({gib(image.size)}, {image.size} bytes)"
-        )
-    partitions = sorted(p.name for p in sys_entry.glob(f"{device.name}*/partition"))
-    if partitions and not force:
+    if partition_nodes(machine, disk) and not force:
         raise KeelError(
             f"{given} already has partitions; refusing to overwrite them",
             hint="check it is the disk you mean, then add --force",
         )
     _refuse_existing_content(given, str(path), force, machine)
-    return Target(path, is_device=True, size=capacity)
+    return Target(path, is_device=True, size=disk.size)
 
 
 def _refuse_existing_content(given: Path, node: str, force: bool, machine: Machine) -> None:

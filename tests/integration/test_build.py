@@ -16,6 +16,7 @@ import pytest
 from composer.build.partitions import ESP_TYPE, ROOT_X86_64_TYPE, VAR_TYPE
 from composer.build.pipeline import build_image
 from composer.definition.load import load_definition
+from tests.integration.initrd import initrd_names
 from tests.integration.keyscan import scan_artifacts
 
 pytestmark = pytest.mark.integration
@@ -90,6 +91,8 @@ def test_esp_holds_bootloader_kernel_initrd_and_counted_entry(
     assert entry in listing.splitlines(), listing
     text = sh("mtype", "-i", esp, entry)
     assert "root=PARTLABEL=root-a" in text and "rootfstype=erofs" in text
+    # A console on the screen and on the first serial port, for bare metal and QEMU.
+    assert {"console=tty0", "console=ttyS0,115200"} <= set(text.split())
     assert "default keel-*" in sh("mtype", "-i", esp, "::/loader/loader.conf")
     kernel = sh("mdir", "-i", esp, "::/keel/a/vmlinuz")
     assert str((artifacts / "payload/vmlinuz").stat().st_size) in kernel.replace(" ", "")
@@ -113,6 +116,39 @@ def test_manifest_describes_the_build(
     # The payload on its own is what the update work ships.
     payload = json.loads((artifacts / "payload/payload.json").read_text())
     assert payload["files"]["root"]["sha256"] == root["sha256"]
+
+
+# What common servers and small PCs need to reach their disk and network (issue 14).
+DISK_DRIVERS = ("nvme", "ahci", "virtio_blk", "virtio_scsi", "usb-storage", "uas", "sd_mod")
+NETWORK_DRIVERS = ("e1000e", "igb", "ixgbe", "i40e", "ice", "r8169", "tg3", "bnxt_en",
+                   "mlx5_core", "virtio_net")  # fmt: skip
+
+
+def module_paths(names: list[str], module: str) -> list[str]:
+    return [n for n in names if n.rsplit("/", 1)[-1].split(".ko")[0] == module]
+
+
+def test_disk_and_network_drivers_are_in_the_image_and_disk_drivers_in_the_initrd(
+    artifacts: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    sh("fsck.erofs", f"--extract={root}", str(artifacts / "payload/root.erofs"))
+    (kernel,) = (root / "usr/lib/modules").iterdir()
+    present = {str(p.relative_to(kernel)) for p in kernel.rglob("*.ko*")}
+    dependencies = {}
+    for line in (kernel / "modules.dep").read_text().splitlines():
+        module, _, needs = line.partition(":")
+        dependencies[module] = needs.split()
+    for driver in DISK_DRIVERS + NETWORK_DRIVERS:
+        (path,) = module_paths(list(dependencies), driver) or [None]
+        assert path in present, f"{driver} is not in the image"
+        missing = [d for d in dependencies[path] if d not in present]
+        assert not missing, f"{driver} needs {missing}, which the image lacks"
+    in_initrd = initrd_names(artifacts / "payload/initrd.img")
+    for driver in DISK_DRIVERS:
+        assert module_paths(in_initrd, driver), f"the initrd has no {driver}"
+    for driver in ("e1000e", "mlx5_core"):  # loaded from the root, not the initrd
+        assert not module_paths(in_initrd, driver)
 
 
 def test_no_private_key_in_the_root_image_the_bundle_or_the_disk(artifacts: Path) -> None:

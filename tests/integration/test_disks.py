@@ -1,11 +1,14 @@
-"""Real disks (issue 14): var grows to fill a disk bigger than the image, and `keel
-install` writes an image file that boots with its config from the ESP.
+"""Real disks (issue 14): var grows to fill a disk bigger than the image, `keel
+install` writes an image file that boots with its config from the ESP, and `keelctl
+install` copies a running host to a second disk that then boots on its own.
 
-Two VMs, one after the other, both from the session's test image (keel_image):
+Three VMs, one after the other, all from the session's test image (keel_image):
 - "grow": the image on a 20 GiB disk (a qcow2 over the image's, resized before the
   first boot); checked after the first boot, then once more after a reboot;
 - "installed": an 8 GiB raw file written by `keel install --size 8G --config X.bu`,
-  booted with no config through fw_cfg, as bare metal boots it.
+  booted with no config through fw_cfg, as bare metal boots it, with a blank 4 GiB
+  second disk: `keelctl install /dev/vdb --config X.ign --yes` writes it;
+- "internal": that second disk booted alone (the USB stick pulled out).
 With KEEL_TEST_POWER_CUT=1 a third VM has its power cut while var grows (two more
 boots; not in the default run, to keep its time down).
 The measured figures (growth time, install throughput) are printed for bench/disks.py
@@ -40,6 +43,8 @@ MIB = 1024**2
 BOOT_TIMEOUT = 420.0
 BIG_DISK = 20 * GIB
 INSTALL_SIZE = 8 * GIB
+SECOND_DISK = "internal.qcow2"
+SECOND_SIZE = 4 * GIB
 # A file the install's config writes; its presence says the ESP's config was applied.
 MARKER = "/etc/keel-test/installed-by"
 BUTANE = """\
@@ -195,11 +200,14 @@ def test_a_reboot_leaves_var_as_it_is(grow_vm: KeelVM) -> None:
 
 
 @pytest.fixture(scope="module")
-def installed_vm(
-    keel_image: Path, grow_vm: KeelVM, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[KeelVM]:
+def install_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("install")
+
+
+@pytest.fixture(scope="module")
+def installed_vm(keel_image: Path, grow_vm: KeelVM, install_folder: Path) -> Iterator[KeelVM]:
     finish(grow_vm)  # one VM at a time
-    folder = tmp_path_factory.mktemp("install")
+    folder = install_folder
     name = f"installed-{secrets.token_hex(2)}"
     # The VM's key, made before the VM so the config on the ESP can authorize it: the
     # runner reuses a key its folder already has.
@@ -209,6 +217,11 @@ def installed_vm(
     config = folder / "host.bu"
     config.write_text(BUTANE.format(key=public_key, marker=MARKER))
     disk = folder / "disk-8g.raw"
+    # The internal disk `keelctl install` writes to (test_keelctl_install...): blank.
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", str(folder / SECOND_DISK), str(SECOND_SIZE)],
+        check=True,
+    )
     started = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "composer.cli", "install", str(keel_image), "--to", str(disk),
@@ -228,6 +241,7 @@ def installed_vm(
         boot_timeout=BOOT_TIMEOUT,
         die_with_parent=True,
         fw_cfg_config=False,
+        extra_disks=(folder / SECOND_DISK,),
     )
     try:
         vm = boot(options)
@@ -250,6 +264,100 @@ def test_an_installed_file_boots_with_the_config_from_its_esp(installed_vm: Keel
     assert 6.5 * GIB < partition < 7 * GIB
     assert 0 <= partition - filesystem < 16 * MIB
     assert "No errors detected" in installed_vm.run("sfdisk --verify /dev/vda").stdout
+
+
+# --- keelctl install: from the booted disk to a second one ----------------------------
+
+
+def new_vm_key(name: str) -> str:
+    """The public key of a VM not started yet: the runner reuses a key its folder has."""
+    folder = vm_dir(vm_root(), name)
+    folder.create()
+    return ensure_key(folder.key, comment=f"keel-vm-{name}")
+
+
+def ignition_for(butane: str, folder: Path) -> str:
+    source = folder / "internal.bu"
+    source.write_text(butane)
+    result = subprocess.run(
+        [sys.executable, "-m", "composer.cli", "butane", str(source)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return result.stdout
+
+
+def unchanged_parts(vm: KeelVM) -> str:
+    """What must not change on the disk booted from: its table and the partitions not
+    in use for writing (var is: the running host writes its journal there)."""
+    return out(vm, "sfdisk --dump /dev/vda && sha256sum /dev/vda1 /dev/vda2 /dev/vda3")
+
+
+def test_keelctl_install_copies_the_booted_host_to_a_second_disk(
+    installed_vm: KeelVM, install_folder: Path, tmp_path: Path
+) -> None:
+    source = installed_vm
+    name = f"internal-{secrets.token_hex(2)}"
+    ignition = ignition_for(
+        BUTANE.format(key=new_vm_key(name), marker=MARKER).replace("keel install", "keelctl"),
+        tmp_path,
+    )
+    before = unchanged_parts(source)
+    identity = out(source, "cat /etc/machine-id; cat /etc/ssh/ssh_host_ed25519_key.pub")
+    version = out(source, "grep IMAGE_VERSION /usr/lib/os-release")
+    source.run(f"cat > /tmp/internal.ign <<'KEEL_EOF'\n{ignition}\nKEEL_EOF", check=True)
+    # The disk booted from, a partition, and a config that is not valid are refused
+    # before anything is written.
+    for refused, why in (
+        ("keelctl install /dev/vda --yes", "holds this machine's own filesystems"),
+        ("keelctl install /dev/vdb1 --yes", "does not exist"),
+        ("echo '{}' > /tmp/bad.ign; keelctl install /dev/vdb --config /tmp/bad.ign --yes",
+         "ignition.version"),
+        ("keelctl install /dev/vdb < /dev/null", "Add --yes"),
+    ):  # fmt: skip
+        result = source.run(refused)
+        assert result.exit_status == 1 and why in result.stderr, (refused, result.stderr)
+    assert out(source, "blkid -p /dev/vdb || echo blank") == "blank"
+    started = time.monotonic()
+    result = source.run("keelctl install /dev/vdb --config /tmp/internal.ign --yes", timeout=1800)
+    seconds = time.monotonic() - started
+    assert result.exit_status == 0, result.stderr
+    print(result.stderr + result.stdout)
+    print(f"figure: keelctl install to a {SECOND_SIZE // GIB} GiB disk took {seconds:.1f}s (TCG)")
+    # The running host still finds its own ESP, slots and var by name: the new disk's
+    # real names are for its next boot.
+    for label, node in (("esp", "vda1"), ("root-a", "vda2"), ("var", "vda4")):
+        assert out(source, f"readlink -f /dev/disk/by-partlabel/{label}") == f"/dev/{node}"
+    names = out(source, "sfdisk --json /dev/vdb")
+    assert [p["name"] for p in json.loads(names)["partitiontable"]["partitions"]] == [
+        "esp",
+        "root-a",
+        "root-b",
+        "var",
+    ]
+    assert unchanged_parts(source) == before
+    source.stop()
+
+    new = boot(
+        runner.RunOptions(
+            image=install_folder / SECOND_DISK, name=name, boot_timeout=BOOT_TIMEOUT,
+            die_with_parent=True, fw_cfg_config=False,
+        )
+    )  # fmt: skip
+    try:
+        assert out(new, "grep IMAGE_VERSION /usr/lib/os-release") == version
+        assert out(new, "cat /proc/cmdline").split().count("keel.slot=a") == 1
+        new_identity = out(new, "cat /etc/machine-id; cat /etc/ssh/ssh_host_ed25519_key.pub")
+        old_id, old_key = identity.splitlines()
+        new_id, new_key = new_identity.splitlines()
+        assert new_id != old_id and new_key != old_key
+        state = json.loads(out(new, "cat /var/lib/keel/provisioned.json"))
+        assert state["result"] == "applied" and state["source"] == "/efi/keel/provision.ign"
+        assert out(new, f"cat {MARKER}") == "keelctl"
+        partition, _ = var_sizes(new)
+        assert partition > 2.5 * GIB  # 4 GiB less the ESP and the slots: grown at first boot
+        assert "No errors detected" in new.run("sfdisk --verify /dev/vda").stdout
+    finally:
+        finish(new)
 
 
 # --- a power cut while var grows (opt-in) ----------------------------------------------

@@ -252,6 +252,14 @@ def test_os_is_read_only_and_state_is_on_var(vm_a: KeelVM) -> None:
     identity_a["host key"] = out(vm_a, "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub")
 
 
+def test_a_package_from_the_non_free_firmware_component_is_in_the_image(vm_a: KeelVM) -> None:
+    """debian.components reaches the bootstrap: amd64-microcode is only in
+    non-free-firmware, and its early-microcode archive leads the booted initrd."""
+    assert out(vm_a, "dpkg-query -W -f '${Status}' amd64-microcode") == "install ok installed"
+    initrd = out(vm_a, "lsinitramfs /efi/keel/a/initrd.img")
+    assert "kernel/x86/microcode/AuthenticAMD.bin" in initrd.splitlines()
+
+
 def test_butane_config_was_applied_on_first_boot(
     vm_a: KeelVM, ops_key: tuple[Path, str], content_server: Served
 ) -> None:

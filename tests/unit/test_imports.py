@@ -1,6 +1,6 @@
 """The import rule between the two programs: the build side uses only what hostd names
-as shared (hostd.formats, hostd.ignition), and the host agent never imports the build
-side, which is not in the image."""
+as shared (hostd.formats, hostd.ignition, and the target checks both installers make),
+and the host agent never imports the build side, which is not in the image."""
 
 import ast
 from pathlib import Path
@@ -9,7 +9,7 @@ import pytest
 
 from composer.core.paths import PROJECT_ROOT
 
-SHARED = ("hostd.formats", "hostd.ignition")
+SHARED = ("hostd.formats", "hostd.ignition", "hostd.install.target", "hostd.install.errors")
 
 
 def imported_modules(source: Path) -> set[str]:

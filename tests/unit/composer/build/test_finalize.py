@@ -60,3 +60,18 @@ def test_root_and_home_still_link_into_var(tree: Path, tmp_path: Path) -> None:
     assert os.readlink(tree / "root") == "var/roothome"
     assert os.readlink(tree / "home") == "var/home"
     assert (seed / "roothome/.profile").read_text() == "# root\n"
+
+
+def test_the_factory_copy_is_the_whole_seed(tree: Path, tmp_path: Path) -> None:
+    """keelctl install makes a fresh var from the factory copy: /root's skeleton, /home
+    and /var/lib/keel must be in it as in the seed."""
+    seed = tmp_path / "seed"
+    _split_var(tree, seed)
+    factory = tree / FACTORY_VAR
+
+    def listing(root: Path) -> list[str]:
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+    assert listing(factory) == listing(seed)
+    assert (factory / "roothome/.profile").read_text() == "# root\n"
+    assert (factory / "lib/keel").is_dir() and (factory / "home").is_dir()

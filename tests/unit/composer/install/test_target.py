@@ -118,6 +118,8 @@ def fake_sys(tmp_path: Path, size: int, partitions: int = 0) -> Path:
     entry.mkdir(parents=True)
     (entry / "size").write_text(f"{size // 512}\n")
     (entry / "ro").write_text("0\n")
+    (entry / "queue").mkdir()
+    (entry / "queue/logical_block_size").write_text("512\n")
     for number in range(1, partitions + 1):
         (entry / f"sdz{number}").mkdir()
         (entry / f"sdz{number}/partition").write_text(f"{number}\n")

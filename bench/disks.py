@@ -1,6 +1,7 @@
-"""Real disks: `keel install` throughput to an image file, and how long the first boot
+"""Real disks: `keel install` throughput to an image file, how long the first boot
 takes to grow var on a 20 GiB disk (keel-grow-var.service: backup GPT header, var
-partition, online ext4 resize), and a later boot's no-op run.
+partition, online ext4 resize), a later boot's no-op run, and how long `keelctl
+install` takes in that VM to copy the host to a blank 4 GiB second disk.
 
 Usage: python bench/disks.py [--image BUILD_DIR] [--disk-gib 20] [--json]"""
 
@@ -64,7 +65,11 @@ def growth_figures(image: Path, folder: Path, disk_gib: int) -> dict[str, float]
         ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
          "-b", image / "disk.qcow2", big, f"{disk_gib}G"]
     )  # fmt: skip
-    options = runner.RunOptions(image=big, die_with_parent=True, boot_timeout=420)
+    second = folder / "second.qcow2"
+    commands.run(["qemu-img", "create", "-q", "-f", "qcow2", second, "4G"])
+    options = runner.RunOptions(
+        image=big, die_with_parent=True, boot_timeout=420, extra_disks=(second,)
+    )
     vm = KeelVM.start(options, folder / "vms")
     show = (
         "systemctl show -p ExecMainStartTimestampMonotonic -p ExecMainExitTimestampMonotonic "
@@ -79,6 +84,8 @@ def growth_figures(image: Path, folder: Path, disk_gib: int) -> dict[str, float]
         vm.reboot_and_wait(timeout=420)
         later = unit_run_seconds(vm.run(show, check=True).stdout)
         later_work = work_seconds(vm.run(journal, check=True).stdout)
+        copied = vm.run("keelctl install /dev/vdb --yes --json", check=True, timeout=1800)
+        install_seconds = json.loads(copied.stdout)["seconds"]
     finally:
         vm.stop(timeout=30)
     return {
@@ -89,6 +96,7 @@ def growth_figures(image: Path, folder: Path, disk_gib: int) -> dict[str, float]
         "later_boot_seconds": later_work,
         "later_boot_unit_seconds": later,
         "first_boot_ssh_seconds": round(first_boot, 1),
+        "keelctl_install_seconds": install_seconds,
     }
 
 
@@ -127,6 +135,10 @@ def main() -> int:
         f"unit with Python's start in early boot {grown['first_boot_unit_seconds']}s); a later "
         f"boot: {grown['later_boot_seconds']}s (unit {grown['later_boot_unit_seconds']}s); "
         f"first boot to SSH {grown['first_boot_ssh_seconds']}s"
+    )
+    print(
+        f"keelctl install of the running host to a blank 4 GiB disk (TCG): "
+        f"{grown['keelctl_install_seconds']}s"
     )
     return 0
 

@@ -8,7 +8,8 @@
    SSH host keys and provisioning on its first boot, never this host's.
 5. A new ESP: systemd-boot, the booted kernel and initrd as slot a's, a loader entry
    with a fresh tries counter, and the config; read back.
-6. The real partition names, last, for the next boot (writer.final_names).
+6. The real partition names, last; the running host's partition links are then
+   given back to the disk booted from (writer.final_names).
 
 The disk booted from is only read. A failure leaves TARGET with temporary names, so
 it cannot be taken for a Keel disk; running the install again starts over."""
@@ -70,7 +71,7 @@ def install(
         say(f"making the ESP on {nodes[1]}")
         writer.make_esp(machine, nodes[1], writer.esp_files(source, config))
         say("naming the partitions for the next boot")
-        writer.final_names(machine, disk, nodes, planned)
+        writer.final_names(machine, disk, planned, source, say)
     except ToolError as error:
         raise InstallError(str(error)) from None
     except OSError as error:

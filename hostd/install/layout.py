@@ -6,8 +6,8 @@ with the image's cap, partitions.var_max).
 The partitions are first written under temporary names. The host keeps running from
 the disk it booted from, and the initrd, /efi and hostd find the ESP, the slots and
 var by name: two disks with the same names at once would let a udev link lead to the
-new one. The real names are written last, without telling the kernel (see
-writer.final_names), so they take effect on the next boot only."""
+new one while the install is under way. The real names are written last
+(writer.final_names)."""
 
 from __future__ import annotations
 

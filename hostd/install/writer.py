@@ -19,7 +19,7 @@ from hostd.install.errors import InstallError
 from hostd.install.layout import Planned, sfdisk_script
 from hostd.install.source import FACTORY_VAR, Source
 from hostd.install.target import Disk, partition_nodes
-from hostd.slots import read_back_sha256
+from hostd.slots import PARTLABELS, read_back_sha256
 
 CHUNK = 4 * 1024 * 1024
 ESP_CONFIG = "keel/provision.ign"  # where first boot looks (hostd/provision.py)
@@ -141,21 +141,19 @@ def make_esp(machine: Machine, node: str, files: dict[str, bytes | Path]) -> Non
 
 
 def final_names(
-    machine: Machine, disk: Disk, nodes: dict[int, str], planned: tuple[Planned, ...]
+    machine: Machine, disk: Disk, planned: tuple[Planned, ...], source: Source, say: Say
 ) -> None:
-    """Write the partitions' real names without the kernel learning them: sfdisk is
-    told not to, and a partition held open makes udev's re-read of the table (after
-    sfdisk closes the disk) fail as busy. The next boot reads the real names."""
-    holder = os.open(nodes[planned[0].number], os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        for part in planned:
-            machine.run(
-                ["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel",
-                 "--part-label", disk.node, str(part.number), part.name]
-            )  # fmt: skip
-        machine.settle()
-    finally:
-        os.close(holder)
+    """Write the partitions' real names, then give the names back to the disk booted
+    from.
+
+    udev makes /dev/disk/by-partlabel/NAME from the name in the table on the disk, and
+    when two partitions have one name the link goes to the one it saw last: the new
+    disk's, as soon as its table changes. The initrd, /efi and hostd find the ESP, the
+    slots and var by those links, so the booted disk's partitions are shown to udev
+    again: on equal terms it keeps the link on the device it handles."""
+    for part in planned:
+        machine.run(["sfdisk", "--quiet", "--part-label", disk.node, str(part.number), part.name])
+    machine.settle()
     table = machine.table(disk.node)
     found = (
         [(s.number, s.name, s.start * table.sector, s.size * table.sector, s.type.upper())
@@ -166,3 +164,18 @@ def final_names(
     wanted = [(p.number, p.name, p.start, p.size, p.type.upper()) for p in planned]
     if found != wanted:
         raise InstallError(f"{disk.node}: the table reads back as {found}, not {wanted}")
+    booted_disk = machine.sys / "class/block" / source.disk
+    own = [
+        str(e) for e in sorted(booted_disk.glob(f"{source.disk}*")) if (e / "partition").is_file()
+    ]
+    machine.run(["udevadm", "trigger", "--settle", "--action=change", *own])
+    astray = []
+    for part in planned:
+        device = machine.device(str(PARTLABELS / part.name))
+        if device is not None and device.disk != source.disk:
+            astray.append(f"{part.name} -> /dev/{device.name}")
+    if astray:
+        say(
+            f"warning: /dev/disk/by-partlabel leads to {disk.node} ({', '.join(astray)}); "
+            "power off before anything else uses them"
+        )

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from composer.build.context import BuildContext
 
 # Bump when the recipe below changes in a way the key would not otherwise see.
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 
 # Files the image never needs: documentation, manuals, translations.
 DPKG_PATH_EXCLUDES = (
@@ -149,20 +149,39 @@ _RECOMPRESS_MODULES = """\
       xargs -0 -r -n 64 -P "$(nproc)" zstd -q -19 --rm -- || exit 1
   fi
 """
+# CPU microcode (amd64-microcode, intel-microcode from non-free-firmware) goes into the
+# initrd's early archive in their "auto" mode only when the machine making the initrd
+# has that vendor's CPU, and Intel's only for that CPU model: the build machine's, not
+# the machines the image is for. Keel sets their "early" mode (all of it, always).
+_EARLY_MICROCODE = """\
+ucode=0
+if [ -f "$1/etc/default/amd64-microcode" ]; then
+  printf '\\n# Keel: for every AMD CPU, whatever the build machine has\\nAMD64UCODE_INITRAMFS=early\\n' \\
+    >> "$1/etc/default/amd64-microcode"
+  ucode=1
+fi
+if [ -f "$1/etc/default/intel-microcode" ]; then
+  printf '\\n# Keel: for every Intel CPU, whatever the build machine has\\nIUCODE_TOOL_INITRAMFS=early\\nIUCODE_TOOL_SCANCPUS=no\\n' \\
+    >> "$1/etc/default/intel-microcode"
+  ucode=1
+fi
+"""
 _REMAKE_INITRD = """\
-  if [ "$packed" -gt 0 ]; then
+  if [ "$packed" -gt 0 ] || [ "$ucode" = 1 ]; then
     chroot "$1" update-initramfs -u -k "$(basename "$kdir")" || exit 1
   fi
 """
 
 
 def _prune_modules_hook(defn: ImageDefinition) -> str:
-    """Shell run by mmdebstrap after install ("$1" is the new root): drop unneeded
-    kernel modules, recompress xz ones with zstd, re-index, and make the initrd again
-    if modules were recompressed; fails if an entry would remove anything else."""
+    """Shell run by mmdebstrap after install ("$1" is the new root): put CPU microcode
+    in early mode, drop unneeded kernel modules, recompress xz ones with zstd,
+    re-index, and make the initrd again if modules were recompressed or microcode is
+    there; fails if an entry would remove anything else."""
     removals = " ".join(shlex.quote(p.strip("/")) for p in defn.kernel.exclude_modules)
     return (
         "status=0\n"
+        f"{_EARLY_MICROCODE}"
         'for kdir in "$1"/usr/lib/modules/*/; do\n'
         '  [ -d "$kdir" ] || continue\n'
         '  base=$(realpath -e -- "$kdir") || exit 1\n'

@@ -176,3 +176,38 @@ def test_module_hook_removes_a_symlink_it_names_not_its_target(
     assert result.returncode == 0, result.stderr
     assert not (root / "usr/lib/modules" / KERNEL / "kernel/escape").is_symlink()
     assert (outside / "user/notes").read_text() == "keep me\n"
+
+
+def test_microcode_goes_in_early_mode_and_the_initrd_is_made_again(
+    project: Project, minimal: Callable[[str], str], tmp_path: Path
+) -> None:
+    """In their default "auto" mode the microcode packages would put into the initrd
+    only what the build machine's own CPU needs."""
+    root, _ = _module_tree(tmp_path)
+    defaults = root / "etc/default"
+    defaults.mkdir(parents=True)
+    (defaults / "amd64-microcode").write_text("#AMD64UCODE_INITRAMFS=auto\n")
+    (defaults / "intel-microcode").write_text("#IUCODE_TOOL_INITRAMFS=auto\n")
+    result = _run_hook(project.load(minimal("")), root, tmp_path)
+    assert result.returncode == 0, result.stderr
+
+    def sourced(name: str, *variables: str) -> list[str]:
+        script = f". {defaults / name}; " + "; ".join(f'echo "${v}"' for v in variables)
+        return subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout.split()
+
+    assert sourced("amd64-microcode", "AMD64UCODE_INITRAMFS") == ["early"]
+    assert sourced("intel-microcode", "IUCODE_TOOL_INITRAMFS", "IUCODE_TOOL_SCANCPUS") == [
+        "early",
+        "no",
+    ]
+    assert f"{root} update-initramfs -u -k {KERNEL}" in (tmp_path / "chroot.log").read_text()
+
+
+def test_without_microcode_nothing_changes_and_no_initrd_is_made(
+    project: Project, minimal: Callable[[str], str], tmp_path: Path
+) -> None:
+    root, _ = _module_tree(tmp_path)  # plain .ko files: nothing recompressed either
+    result = _run_hook(project.load(minimal("")), root, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert not (root / "etc/default").exists()
+    assert "update-initramfs" not in (tmp_path / "chroot.log").read_text()

@@ -143,6 +143,13 @@ def test_first_boot_keeps_the_enablement_the_image_was_built_with(keel_host: Any
     # networkd's Also= would switch this on with networkd itself: the image masks it.
     wait_online = "systemctl is-enabled systemd-networkd-wait-online.service"
     assert keel_host.run(wait_online).stdout.strip() == "masked"
+    # systemd-repart.service found nothing to do but loaded loop and dm_mod for it at
+    # every boot; the FUSE control mount loaded fuse. Masked: nothing asks for them.
+    for unit in ("systemd-repart.service", "sys-fs-fuse-connections.mount"):
+        assert keel_host.run(f"systemctl is-enabled {unit}").stdout.strip() == "masked", unit
+    for module in ("loop", "dm_mod", "fuse"):
+        state = keel_host.check_output(f"systemctl show -P ActiveState modprobe@{module}.service")
+        assert state == "inactive", module
     # /etc and /var carry the build's update stamps: no first-boot ldconfig and friends.
     for unit in ("ldconfig.service", "systemd-journal-catalog-update.service"):
         assert keel_host.check_output(f"systemctl show -P ConditionResult {unit}") == "no", unit

@@ -54,6 +54,13 @@ def replacing(path: Path) -> Iterator[BinaryIO]:
     rename_durably(temporary, path)
 
 
+def write_all(fd: int, block: bytes) -> None:
+    """os.write until all of block is written (a write may take only part of it)."""
+    view = memoryview(block)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def rename_durably(source: Path, dest: Path) -> None:
     os.replace(source, dest)
     _fsync(dest, os.O_RDONLY)

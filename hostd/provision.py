@@ -35,6 +35,7 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hostd.formats import bootentry
 from hostd.ignition.apply import apply_config
 from hostd.ignition.config import Config, ConfigError, parse_config
 from hostd.ignition.document import MAX_CONFIG_BYTES
@@ -52,7 +53,7 @@ FW_CFG = "sys/firmware/qemu_fw_cfg/by_name"
 CONFIG_SOURCES = (
     f"{FW_CFG}/opt/org.keel/config/raw",
     f"{FW_CFG}/opt/com.coreos/config/raw",
-    "efi/keel/provision.ign",
+    f"efi/{bootentry.ESP_CONFIG}",
     "usr/lib/keel/provision.ign",
 )
 STATE_FILE = "var/lib/keel/provisioned.json"

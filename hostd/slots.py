@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from hostd.files import write_all
 from hostd.formats import bootentry
 from hostd.formats.bundle import CHUNK, Part, check_digest
 
@@ -179,7 +180,7 @@ def _write_decompressed(
         while block := stream.read(CHUNK):
             if written + len(block) > part.size:
                 raise SlotError(f"{part.member} decompresses to more than {part.size} bytes")
-            _write_all(fd, block)
+            write_all(fd, block)
             digest.update(block)
             written += len(block)
             progress(written)
@@ -187,12 +188,6 @@ def _write_decompressed(
     finally:
         os.close(fd)
     return written, digest.hexdigest()
-
-
-def _write_all(fd: int, block: bytes) -> None:
-    view = memoryview(block)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _stop(zstd: subprocess.Popen[bytes], feeder: threading.Thread) -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 from composer.core import commands
 from composer.core.errors import KeelError
 from composer.install.image import WrittenPartition
+from hostd.formats.bootentry import ESP_CONFIG
 
-ESP_CONFIG = "keel/provision.ign"
 # mtools refuses some valid FAT images (its geometry check) unless told not to check.
 MTOOLS_ENV = {"MTOOLS_SKIP_CHECK": "1"}
 

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from composer.core.progress import Progress
-from composer.install.espconfig import ESP_CONFIG, place_config
+from composer.install.espconfig import place_config
 from composer.install.image import SourceImage, load_image
 from composer.install.target import Target, check_target
 from composer.install.verify import verify_partitions
 from composer.install.write import Written, grow_to_size, sync, write_image
 from composer.provisioning.check import CheckedConfig, check_config_file
+from hostd.formats.bootentry import ESP_CONFIG
 from hostd.ignition.blockdev import Machine
 
 

@@ -32,6 +32,11 @@ def entry_filename(version: str, slot: str, tries: int | None = DEFAULT_TRIES) -
     return f"{entry_id(version, slot)}{counter}.conf"
 
 
+# The provisioning config on the ESP (relative to it): `keel install` and `keelctl
+# install` put it there, a host's first boot reads it (hostd/provision.py).
+ESP_CONFIG = "keel/provision.ign"
+
+
 def kernel_path(slot: str) -> str:
     """Where a slot's kernel lives on the ESP (absolute, as loader entries write it)."""
     return f"/keel/{slot}/vmlinuz"

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from hostd.files import write_all
 from hostd.formats import bootentry
 from hostd.ignition.blockdev import Machine
 from hostd.install.errors import InstallError
@@ -22,7 +23,6 @@ from hostd.install.target import Disk, partition_nodes
 from hostd.slots import PARTLABELS, read_back_sha256
 
 CHUNK = 4 * 1024 * 1024
-ESP_CONFIG = "keel/provision.ign"  # where first boot looks (hostd/provision.py)
 Say = Callable[[str], None]
 
 
@@ -57,9 +57,7 @@ def copy_root(source: Source, node: str, say: Say) -> str:
                 block = os.read(reader, min(CHUNK, source.root_size - done))
                 if not block:
                     raise InstallError(f"{source.root} ended {source.root_size - done} bytes early")
-                view = memoryview(block)
-                while view:
-                    view = view[os.write(writer, view) :]
+                write_all(writer, block)
                 digest.update(block)
                 done += len(block)
                 if (percent := done * 100 // source.root_size) // 10 != shown:
@@ -111,7 +109,7 @@ def esp_files(source: Source, config: bytes | None) -> dict[str, bytes | Path]:
         entry.render().encode()
     )
     if config is not None:
-        files[ESP_CONFIG] = config
+        files[bootentry.ESP_CONFIG] = config
     return files
 
 

@@ -199,6 +199,14 @@ def test_a_reboot_leaves_var_as_it_is(grow_vm: KeelVM) -> None:
 # --- keel install to a file, then boot it --------------------------------------------
 
 
+def new_vm_key(name: str) -> tuple[VmDir, str]:
+    """The folder and public key of a VM not started yet: the runner reuses a key its
+    folder already has, so a config can authorize the VM before it boots."""
+    folder = vm_dir(vm_root(), name)
+    folder.create()
+    return folder, ensure_key(folder.key, comment=f"keel-vm-{name}")
+
+
 @pytest.fixture(scope="module")
 def install_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("install")
@@ -209,11 +217,7 @@ def installed_vm(keel_image: Path, grow_vm: KeelVM, install_folder: Path) -> Ite
     finish(grow_vm)  # one VM at a time
     folder = install_folder
     name = f"installed-{secrets.token_hex(2)}"
-    # The VM's key, made before the VM so the config on the ESP can authorize it: the
-    # runner reuses a key its folder already has.
-    vm_folder = vm_dir(vm_root(), name)
-    vm_folder.create()
-    public_key = ensure_key(vm_folder.key, comment=f"keel-vm-{name}")
+    vm_folder, public_key = new_vm_key(name)
     config = folder / "host.bu"
     config.write_text(BUTANE.format(key=public_key, marker=MARKER))
     disk = folder / "disk-8g.raw"
@@ -269,13 +273,6 @@ def test_an_installed_file_boots_with_the_config_from_its_esp(installed_vm: Keel
 # --- keelctl install: from the booted disk to a second one ----------------------------
 
 
-def new_vm_key(name: str) -> str:
-    """The public key of a VM not started yet: the runner reuses a key its folder has."""
-    folder = vm_dir(vm_root(), name)
-    folder.create()
-    return ensure_key(folder.key, comment=f"keel-vm-{name}")
-
-
 def ignition_for(butane: str, folder: Path) -> str:
     source = folder / "internal.bu"
     source.write_text(butane)
@@ -303,7 +300,7 @@ def test_keelctl_install_copies_the_booted_host_to_a_second_disk(
     source = installed_vm
     name = f"internal-{secrets.token_hex(2)}"
     ignition = ignition_for(
-        BUTANE.format(key=new_vm_key(name), marker=MARKER).replace("keel install", "keelctl"),
+        BUTANE.format(key=new_vm_key(name)[1], marker=MARKER).replace("keel install", "keelctl"),
         tmp_path,
     )
     # The health gate renames this boot's loader entry on the ESP when it blesses it.

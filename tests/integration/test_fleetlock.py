@@ -285,14 +285,23 @@ def restart(host: Host, name: str, slot: str, version: str) -> None:
     host.updater.fleet.settle(host.updater)
 
 
-def test_two_hosts_reboot_one_after_the_other(
+def two_hosts_and_a_new_version(
     etcd_url: str, servers: list[Server], tmp_path: Path
-) -> None:
+) -> tuple[Server, Host, Host]:
+    """A FleetLock server with one reboot slot for group web, and hosts a and b on
+    1.0.0 sharing a repository where 2.0.0 is published."""
     server = start_server(etcd_url, tmp_path / "server.log", "--group", "web=1")
     servers.append(server)
     a, b = fleet_host(tmp_path, "a", server.url), fleet_host(tmp_path, "b", server.url)
     share_repository(a, b)
     a.publish("2.0.0")
+    return server, a, b
+
+
+def test_two_hosts_reboot_one_after_the_other(
+    etcd_url: str, servers: list[Server], tmp_path: Path
+) -> None:
+    server, a, b = two_hosts_and_a_new_version(etcd_url, servers, tmp_path)
     assert a.updater.update()["rebooting"] is True  # a takes the slot
     assert b.updater.update()["rebooting"] is False  # the group is full
     assert not b.updater.reboot_if_due()
@@ -313,11 +322,7 @@ def test_two_hosts_reboot_one_after_the_other(
 def test_a_bad_version_stops_at_the_first_host(
     etcd_url: str, servers: list[Server], tmp_path: Path
 ) -> None:
-    server = start_server(etcd_url, tmp_path / "server.log", "--group", "web=1")
-    servers.append(server)
-    a, b = fleet_host(tmp_path, "a", server.url), fleet_host(tmp_path, "b", server.url)
-    share_repository(a, b)
-    a.publish("2.0.0")
+    _, a, b = two_hosts_and_a_new_version(etcd_url, servers, tmp_path)
     a.updater.update()
     b.updater.update()
     # a boots 2.0.0, fails its health gate, and is back on 1.0.0 holding the slot.

@@ -23,7 +23,7 @@ from pathlib import Path
 from composer.core import commands
 from composer.core.errors import KeelError
 from composer.core.paths import build_root
-from composer.vm import command, firmware, ignition, keys, qmp, ssh, state
+from composer.vm import bootlog, command, firmware, ignition, keys, qmp, ssh, state
 from composer.vm.accel import choose_accel
 from composer.vm.console import tail
 from composer.vm.image import disk_format, image_label, resolve_disk
@@ -229,6 +229,7 @@ def start(
         config_file=str(options.config.absolute()) if options.config else "",
         extra_disks=[str(d.path) for d in disks],
     )
+    sshd_watch = bootlog.SshdStartWatch(vm.serial_log)
     process = _start_qemu(vm, vm_state, fw, options, launch, port_picker, disks)
     try:
         ready = ssh.wait_until_ready(
@@ -237,6 +238,7 @@ def start(
             deadline=time.monotonic() + options.boot_timeout,
             still_running=lambda: process.poll() is None,
             report=say,
+            sshd_started=sshd_watch.started,
         )
         if not ready:
             exited = process.poll() is not None

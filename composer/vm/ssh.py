@@ -77,13 +77,32 @@ def connect(port: int, key: Path, timeout: float = 10.0) -> paramiko.SSHClient:
     return client
 
 
-def login_works(port: int, key: Path) -> bool:
+# How long a login attempt waits for the banner. sshd starts processes for every
+# connection, which takes seconds under TCG while the engine starts beside it, so the
+# wait is generous. But QEMU's user network accepts every connection at once and
+# passes it on to the guest, retrying with backoff while the guest does not answer
+# (its network is not up yet): a connection opened too early reaches sshd only at its
+# next retry, seconds after sshd listens. So the first attempt waits for the console
+# to say sshd started (bootlog.SshdStartWatch); without that sign within
+# SSHD_SIGN_WAIT (a console that prints no status), attempts begin short and grow.
+LOGIN_TIMEOUT = 30.0
+FIRST_BLIND_TIMEOUT = 3.0
+SSHD_SIGN_WAIT = 45.0
+
+
+def try_login(port: int, key: Path, timeout: float = LOGIN_TIMEOUT) -> str | None:
+    """None when a key login works; else what is missing, for the progress line.
+
+    One connection does both jobs: paramiko waits for the banner itself, and every
+    extra probe would cost the booting guest one more sshd-session to start."""
     try:
-        client = connect(port, key, timeout=30)
+        client = connect(port, key, timeout=timeout)
+    except paramiko.AuthenticationException:
+        return "SSH answered, but the VM key is not accepted yet"
     except (OSError, paramiko.SSHException, EOFError):
-        return False
+        return "waiting for the SSH banner"
     client.close()
-    return True
+    return None
 
 
 @dataclass(frozen=True)
@@ -136,24 +155,31 @@ def wait_until_ready(
     deadline: float,
     still_running: Callable[[], bool],
     report: Callable[[str], None],
-    interval: float = 1.0,
+    sshd_started: Callable[[], bool],
 ) -> bool:
-    """Poll until the banner answers and a key login succeeds; False on deadline or exit.
+    """Poll until a key login succeeds; False on deadline or when the VM exits.
 
-    report() gets a progress line with the elapsed seconds about every 5 s."""
+    sshd_started() tells when the console says sshd listens. report() gets a progress
+    line with the elapsed seconds about every 5 s."""
     start = time.monotonic()
     last_report = start
-    stage = "waiting for the SSH banner"
+    blind_timeout = FIRST_BLIND_TIMEOUT
     while time.monotonic() < deadline:
         if not still_running():
             return False
-        if banner_answers(port):
-            stage = "SSH banner answered, logging in with the VM key"
-            if login_works(port, key):
-                return True
+        pause = 1.0  # after a login attempt: each one costs the guest an sshd-session
+        if sshd_started():
+            stage = try_login(port, key, LOGIN_TIMEOUT)
+        elif time.monotonic() - start > SSHD_SIGN_WAIT:
+            stage = try_login(port, key, blind_timeout)
+            blind_timeout = min(blind_timeout + 1, LOGIN_TIMEOUT)
+        else:
+            stage, pause = "waiting for sshd to start (serial console)", 0.2
+        if stage is None:
+            return True
         now = time.monotonic()
         if now - last_report >= 5:
             report(f"    {stage} ({now - start:.0f}s)")
             last_report = now
-        time.sleep(interval)
+        time.sleep(pause)
     return False

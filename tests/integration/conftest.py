@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from composer.core.paths import build_root, cache_root, vm_root
+from tests.integration.guests import UpdateImages
 
 NEEDED = 10 * 1024**3
 
@@ -35,3 +38,13 @@ def enough_free_disk(tmp_path_factory: pytest.TempPathFactory) -> None:
                 "(old build/ folders, /tmp), or set KEEL_TEST_IGNORE_DISK=1 to try anyway",
                 returncode=1,
             )
+
+
+@pytest.fixture(scope="session")
+def update_images() -> Iterator[UpdateImages]:
+    # Not tmp_path_factory: other pytest sessions prune its folders, keys included.
+    work = Path(tempfile.mkdtemp(prefix="keel-update-images-"))
+    try:
+        yield UpdateImages(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -5,6 +5,7 @@ and the waits for a guest that reboots by itself into another version."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import paramiko
 
-from composer.core.paths import PROJECT_ROOT
+from composer.core.paths import PROJECT_ROOT, build_root
 from composer.testing import KeelVM
 from composer.testing.machine import RebootWatch
 from composer.vm import ssh
@@ -63,3 +64,32 @@ def wait_for_version(vm: KeelVM, version: str, after_boot: str, timeout: float =
                 return boot_id
         time.sleep(2)
     raise AssertionError(f"no boot of {version} within {timeout:.0f}s\n{vm.serial_tail()}")
+
+
+class UpdateImages:
+    """The update test images (images/up-*.yaml), each built at most once a session,
+    all trusting one `keel keygen` root made for the session. test_update.py and
+    test_fleet_vms.py both publish them; each takes its own copy of the keys, because
+    test_update.py rotates keys in its copy."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.keys = work / "keys"
+        self.built: set[str] = set()
+
+    def path(self, definition: str) -> Path:
+        return build_root() / "up" / definition
+
+    def build(self, definition: str) -> Path:
+        if not self.keys.exists():
+            keel("keygen", "--out", str(self.keys))
+        if definition not in self.built:
+            build(definition, self.path(definition), self.keys)
+            self.built.add(definition)
+        return self.path(definition)
+
+    def copy_keys(self, to: Path) -> Path:
+        if not self.keys.exists():
+            keel("keygen", "--out", str(self.keys))
+        shutil.copytree(self.keys, to)
+        return to

@@ -29,16 +29,15 @@ from typing import Any
 
 import pytest
 
-from composer.core.paths import PROJECT_ROOT, vm_root
+from composer.core.paths import vm_root
 from composer.publish import repository, serve
 from composer.testing import KeelVM
 from composer.vm import runner
 from tests.integration import guests
-from tests.integration.guests import BOOT_ID, keel
+from tests.integration.guests import BOOT_ID, UpdateImages
 
 pytestmark = pytest.mark.integration
 
-BUILD = PROJECT_ROOT / "build" / "up"
 VERSIONS = {"1.0.0": "up-v1", "2.0.0": "up-v2", "3.0.0": "up-v3-unhealthy", "4.0.0": "up-v4-noroot"}
 UPDATE_TIMEOUT = 900
 
@@ -46,19 +45,24 @@ UPDATE_TIMEOUT = 900
 class Chain:
     """The session's keys, builds, repository and the one VM (replaced after a kill)."""
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, images: UpdateImages) -> None:
         self.work = work
-        self.keys = work / "keys"
+        self.images = images
+        self.keys = images.copy_keys(work / "keys")
         self.repo = work / "repo"
         self.vm: KeelVM | None = None
         self.url = ""
 
     def build(self, version: str) -> Path:
-        return guests.build(VERSIONS[version], BUILD / VERSIONS[version], self.keys)
+        return self.images.build(VERSIONS[version])
 
     def publish(self, version: str, **expiries: timedelta) -> None:
         repository.publish(
-            self.repo, BUILD / VERSIONS[version], self.keys, expiries=expiries, force=True
+            self.repo,
+            self.images.path(VERSIONS[version]),
+            self.keys,
+            expiries=expiries,
+            force=True,
         )
 
     @property
@@ -102,12 +106,11 @@ class Chain:
 
 
 @pytest.fixture(scope="module")
-def chain() -> Iterator[Chain]:
+def chain(update_images: UpdateImages) -> Iterator[Chain]:
     # Not pytest's tmp_path_factory: its numbered folders are shared by every pytest
     # session of this user and pruned to the newest three when one starts, so during
     # this module's 15+ minutes other sessions deleted the signing keys under it.
-    chain = Chain(Path(tempfile.mkdtemp(prefix="keel-update-test-")))
-    keel("keygen", "--out", str(chain.keys))
+    chain = Chain(Path(tempfile.mkdtemp(prefix="keel-update-test-")), update_images)
     for version in VERSIONS:
         chain.build(version)
     chain.publish("1.0.0")
@@ -115,7 +118,7 @@ def chain() -> Iterator[Chain]:
         chain.url = url.replace("127.0.0.1", "10.0.2.2").replace("localhost", "10.0.2.2")
         chain.vm = KeelVM.start(
             runner.RunOptions(
-                image=BUILD / VERSIONS["1.0.0"],
+                image=chain.images.path(VERSIONS["1.0.0"]),
                 name=f"up-{secrets.token_hex(3)}",
                 die_with_parent=True,
             ),

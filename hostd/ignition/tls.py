@@ -1,10 +1,15 @@
 """The TLS context for https fetches: the system's CAs plus the config's
 ignition.security.tls.certificateAuthorities. Verification is never turned off: an
-extra CA can only add trust for servers it signed."""
+extra CA can only add trust for servers it signed.
+
+ssl is imported when a config names a CA, not with the module (see fetch.py)."""
 
 from __future__ import annotations
 
-import ssl
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import ssl
 
 
 def pem_problem(data: bytes) -> str | None:
@@ -15,6 +20,8 @@ def pem_problem(data: bytes) -> str | None:
         return "a CA must be PEM text (-----BEGIN CERTIFICATE-----)"
     if "-----BEGIN CERTIFICATE-----" not in text:
         return "a CA must be PEM text (-----BEGIN CERTIFICATE-----)"
+    import ssl
+
     try:  # a context of its own: checking must not depend on the system's CAs
         ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=text)
     except (ssl.SSLError, ValueError) as error:
@@ -24,6 +31,8 @@ def pem_problem(data: bytes) -> str | None:
 
 def context(authorities: list[bytes]) -> ssl.SSLContext:
     """The system's CAs plus authorities (each already checked by pem_problem)."""
+    import ssl
+
     made = ssl.create_default_context()  # CERT_REQUIRED and hostname checks
     for pem in authorities:
         made.load_verify_locations(cadata=pem.decode("ascii"))

@@ -47,3 +47,14 @@ def test_a_no_site_unit_imports_only_the_standard_library_and_hostd(unit: str, m
     )
     assert result.returncode == 0, f"{unit}: {result.stderr}"
     assert result.stdout.strip() == "", f"{unit} imports {result.stdout.strip()}"
+
+
+def test_provisioning_imports_tls_and_http_only_for_a_config_that_fetches() -> None:
+    # keel-provision.service is on the way to sshd at first boot, where each import
+    # is slow; a config with nothing remote needs neither module.
+    result = subprocess.run(
+        [sys.executable, "-S", "-c",
+         "import sys, hostd.provision; print(sorted({'ssl', 'http.client'} & set(sys.modules)))"],
+        capture_output=True, text=True, env={"PYTHONPATH": str(PROJECT_ROOT)}, check=True,
+    )  # fmt: skip
+    assert result.stdout.strip() == "[]"

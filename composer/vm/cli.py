@@ -205,8 +205,8 @@ def cmd_rm(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: VerbGroup) -> None:
-    """Add the VM verbs to the `keel` argument parser."""
+def _register_run(subparsers: VerbGroup) -> None:
+    """`keel run` and its options."""
     p = subparsers.add_parser("run", help="boot an image in QEMU")
     p.add_argument(
         "path", nargs="?", type=Path,
@@ -263,6 +263,11 @@ def register(subparsers: VerbGroup) -> None:
         help="with --detach: no progress, print name, SSH port and key, pid as JSON",
     )
     p.set_defaults(func=cmd_run)
+
+
+def register(subparsers: VerbGroup) -> None:
+    """Add the VM verbs to the `keel` argument parser."""
+    _register_run(subparsers)
 
     p = subparsers.add_parser("ps", help="list VMs")
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -18,8 +18,8 @@ QEMU's user network):
   survive, because the state lives in etcd.
 
 hostd's timer ticks every minute, so each wait for a lock, a release or a rollback is
-up to a minute on top of the boots: the first scenario takes about 10 minutes on a
-2-core build machine under TCG, the second 6 more. The images are test_update.py's,
+up to a minute on top of the boots: about 13 minutes for both scenarios on a 2-core
+build machine under TCG, three builds included. The images are test_update.py's,
 built once a session (conftest.py's update_images). The module runs only with
 KEEL_TEST_FLEET_VMS=1. Needs etcd (etcd-server)."""
 
@@ -57,9 +57,9 @@ from tests.integration.guests import BOOT_ID, UpdateImages, keel
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd is not installed (etcd-server)"),
-    # Not yet part of every run: about 16 minutes, which would take a CI run near 60.
+    # Not yet part of every run: about 13 minutes, which would take a CI run near 60.
     pytest.mark.skipif(
-        not os.environ.get("KEEL_TEST_FLEET_VMS"), reason="about 16 minutes: KEEL_TEST_FLEET_VMS=1"
+        not os.environ.get("KEEL_TEST_FLEET_VMS"), reason="about 13 minutes: KEEL_TEST_FLEET_VMS=1"
     ),
 ]
 

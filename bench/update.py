@@ -157,8 +157,8 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         # synced), then firmware, boot and start-up until SSH answers in 2.0.0.
         "downtime_shutdown_seconds": round(shutdown, 1) if shutdown is not None else None,
         "downtime_boot_seconds": round(downtime - shutdown, 1) if shutdown is not None else None,
-        # A reset after a silent firmware hang (TCG under load) inflates the downtime.
-        "downtime_includes_reset": watch.resets > 0,
+        # A power cycle after a silent firmware hang (TCG under load) inflates it.
+        "downtime_includes_power_cycle": watch.power_cycles > 0,
         "booted_version_after": version,
     }
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
 
 import paramiko
 
-from composer.vm import qmp, runner, ssh, state
+from composer.vm import runner, ssh, state
 from composer.vm.console import DebugShell, ShellResult, tail
 from composer.vm.vmdir import VmDir
 
@@ -16,8 +17,10 @@ BOOT_ID = "/proc/sys/kernel/random/boot_id"
 # Under TCG with two vCPUs on a loaded host, a guest reboot now and then never gets
 # past the firmware: QEMU runs on, the serial console stays silent after the kernel's
 # "reboot: machine restart", and the ESP is intact. A real machine's watchdog would
-# reset it; QEMU's reset stops the emulated one. So after this long a silence the
-# harness resets the machine once, and says so in the test output.
+# reset it; QEMU's reset stops the emulated one, and a QMP system_reset was seen to
+# leave such a guest silent too (CI, 2026-12-05). So after this long a silence the
+# harness power-cycles the machine once: it ends that QEMU and starts a new one on the
+# same VM folder (disk, NVRAM and serial log kept), and says so in the test output.
 SILENT_AFTER_RESTART = 150.0
 RESTART_MESSAGE = b"reboot: machine restart"
 
@@ -25,12 +28,20 @@ RESTART_MESSAGE = b"reboot: machine restart"
 class KeelVM:
     """One running VM started by the plugin (or by your own code through start())."""
 
-    def __init__(self, running: runner.RunningVm) -> None:
+    def __init__(
+        self,
+        running: runner.RunningVm,
+        options: runner.RunOptions | None = None,
+        root: Path | None = None,
+    ) -> None:
         self._running = running
+        # How it was started, to start it again in power_cycle().
+        self._options = options
+        self._root = root
 
     @classmethod
     def start(cls, options: runner.RunOptions, root: Path) -> KeelVM:
-        return cls(runner.start(options, root))
+        return cls(runner.start(options, root), options, root)
 
     @property
     def name(self) -> str:
@@ -109,7 +120,7 @@ class KeelVM:
     ) -> str:
         """Wait until SSH answers with a boot ID other than old (the guest restarted by
         itself, or was made to); return the new one. watch: pass one to learn whether
-        it had to reset the guest."""
+        it had to power-cycle the guest."""
         deadline = time.monotonic() + timeout
         watch = watch or RebootWatch(self)
         while time.monotonic() < deadline:
@@ -127,6 +138,15 @@ class KeelVM:
             f"{self.name} did not come back with a new boot ID within {timeout:.0f}s\n"
             f"{self.serial_tail()}"
         )
+
+    def power_cycle(self) -> None:
+        """Pull the plug and start the VM again (same folder: disk, NVRAM, key); returns
+        once SSH answers. A new QEMU process, so pid and SSH port may change."""
+        if self._options is None or self._root is None:
+            raise AssertionError(f"{self.name} was not started by KeelVM.start: cannot restart")
+        runner.stop(self.vm_dir, hard=True)
+        options = dataclasses.replace(self._options, image=None, name=self.name)
+        self._running = runner.start(options, self._root)
 
     def stop(self, timeout: float = runner.DEFAULT_STOP_TIMEOUT) -> None:
         """Shut down (ACPI, then hard stop); safe to call twice."""
@@ -155,23 +175,23 @@ class KeelVM:
 
 
 class RebootWatch:
-    """For any wait across a guest reboot: resets the guest once if the reboot hangs
-    silently in the firmware (seen under TCG on a loaded host), and says so."""
+    """For any wait across a guest reboot: power-cycles the guest once if the reboot
+    hangs silently in the firmware (seen under TCG on a loaded host), and says so."""
 
     def __init__(self, vm: KeelVM) -> None:
         self.vm = vm
         self.silence = _SilenceAfterRestart(vm.serial_log)
-        self.resets = 0
+        self.power_cycles = 0
 
     def poll(self) -> None:
         if self.silence.stuck():
             print(
                 f"keel: {self.vm.name} stayed silent {SILENT_AFTER_RESTART:.0f}s after its "
-                "restart (firmware hang under emulation); resetting it once",
+                "restart (firmware hang under emulation); power-cycling it once",
                 file=sys.stderr,
             )
-            qmp.command(self.vm.vm_dir.qmp_socket, "system_reset")
-            self.resets += 1
+            self.power_cycles += 1
+            self.vm.power_cycle()
 
 
 class _SilenceAfterRestart:

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 import pytest
 
 from composer.testing import machine
+from composer.vm import runner
 
 
 @pytest.fixture
@@ -45,22 +46,48 @@ def test_a_log_that_grows_or_ends_elsewhere_is_not_stuck(
     assert not watch.stuck()  # silent now, but not after a restart message
 
 
-def test_reboot_watch_resets_the_guest_once_through_qmp(
+def test_reboot_watch_power_cycles_the_guest_once(
     tmp_path: Path,
     clock: list[float],
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     log = tmp_path / "serial.log"
     log.write_bytes(b"reboot: machine restart\r\n")
-    sent: list[tuple[Path, str]] = []
-    monkeypatch.setattr(machine.qmp, "command", lambda sock, cmd: sent.append((sock, cmd)))
-    vm = SimpleNamespace(name="vm1", serial_log=log, vm_dir=SimpleNamespace(qmp_socket=tmp_path))
+    cycles: list[str] = []
+    vm = SimpleNamespace(name="vm1", serial_log=log, power_cycle=lambda: cycles.append("vm1"))
     watch = machine.RebootWatch(vm)  # type: ignore[arg-type]
     watch.poll()
-    assert sent == [] and watch.resets == 0
+    assert cycles == [] and watch.power_cycles == 0
     for _ in range(3):
         clock[0] += machine.SILENT_AFTER_RESTART + 1
         watch.poll()
-    assert sent == [(tmp_path, "system_reset")] and watch.resets == 1
+    assert cycles == ["vm1"] and watch.power_cycles == 1
     assert "vm1 stayed silent" in capsys.readouterr().err
+
+
+def test_power_cycle_starts_a_new_qemu_on_the_same_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[str, object]] = []
+    folder = SimpleNamespace(name="vm1")
+    old = SimpleNamespace(vm=folder, state=SimpleNamespace(ssh_port=2222))
+    new = SimpleNamespace(vm=folder, state=SimpleNamespace(ssh_port=3333))
+    monkeypatch.setattr(runner, "stop", lambda vm, hard: calls.append(("stop", (vm, hard))))
+
+    def start(options: runner.RunOptions, root: Path) -> object:
+        calls.append(("start", (options.image, options.name, options.memory_mib, root)))
+        return new
+
+    monkeypatch.setattr(runner, "start", start)
+    options = runner.RunOptions(image=tmp_path / "img", name="vm1", memory_mib=1024)
+    vm = machine.KeelVM(old, options, tmp_path)  # type: ignore[arg-type]
+    vm.power_cycle()
+    # The old QEMU is ended hard, the new one reuses the folder (no image: its disk).
+    assert calls == [("stop", (folder, True)), ("start", (None, "vm1", 1024, tmp_path))]
+    assert vm.ssh_port == 3333
+
+
+def test_power_cycle_needs_the_start_options(tmp_path: Path) -> None:
+    vm = machine.KeelVM(SimpleNamespace(vm=SimpleNamespace(name="vm1")))  # type: ignore[arg-type]
+    with pytest.raises(AssertionError, match="cannot restart"):
+        vm.power_cycle()

@@ -19,14 +19,13 @@ QEMU's user network):
 
 hostd's timer ticks every minute, so each wait for a lock, a release or a rollback is
 up to a minute on top of the boots: about 13 minutes for both scenarios on a 2-core
-build machine under TCG, three builds included. The images are test_update.py's,
-built once a session (conftest.py's update_images). The module runs only with
-KEEL_TEST_FLEET_VMS=1. Needs etcd (etcd-server)."""
+build machine under TCG, three builds included (about 10 when test_update.py built
+them already: the images are shared, built once a session by conftest.py's
+update_images). Needs etcd (etcd-server)."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import shutil
@@ -57,10 +56,6 @@ from tests.integration.guests import BOOT_ID, UpdateImages, keel
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd is not installed (etcd-server)"),
-    # Not yet part of every run: about 13 minutes, which would take a CI run near 60.
-    pytest.mark.skipif(
-        not os.environ.get("KEEL_TEST_FLEET_VMS"), reason="about 13 minutes: KEEL_TEST_FLEET_VMS=1"
-    ),
 ]
 
 VERSIONS = {"1.0.0": "up-v1", "2.0.0": "up-v2", "3.0.0": "up-v3-unhealthy"}

@@ -83,9 +83,13 @@ def connect(port: int, key: Path, timeout: float = 10.0) -> paramiko.SSHClient:
 # passes it on to the guest, retrying with backoff while the guest does not answer
 # (its network is not up yet): a connection opened too early reaches sshd only at its
 # next retry, seconds after sshd listens. So the first attempt waits for the console
-# to say sshd started (bootlog.SshdStartWatch); without that sign within
-# SSHD_SIGN_WAIT (a console that prints no status), attempts begin short and grow.
+# to say sshd started (bootlog.SshdStartWatch). Even then the guest's address may come
+# a moment later and QEMU hold that first connection: so the first attempts after the
+# sign are short too (6 s, then doubling up to LOGIN_TIMEOUT: with a first wait of
+# 30 s, one of six trixie boots took 45 s to SSH where the others took 27 s). Without the sign within
+# SSHD_SIGN_WAIT (a console that prints no status), attempts begin at 3 s and grow.
 LOGIN_TIMEOUT = 30.0
+FIRST_SIGNED_TIMEOUT = 6.0
 FIRST_BLIND_TIMEOUT = 3.0
 SSHD_SIGN_WAIT = 45.0
 
@@ -164,12 +168,14 @@ def wait_until_ready(
     start = time.monotonic()
     last_report = start
     blind_timeout = FIRST_BLIND_TIMEOUT
+    signed_timeout = FIRST_SIGNED_TIMEOUT
     while time.monotonic() < deadline:
         if not still_running():
             return False
         pause = 1.0  # after a login attempt: each one costs the guest an sshd-session
         if sshd_started():
-            stage = try_login(port, key, LOGIN_TIMEOUT)
+            stage = try_login(port, key, signed_timeout)
+            signed_timeout = min(signed_timeout * 2, LOGIN_TIMEOUT)
         elif time.monotonic() - start > SSHD_SIGN_WAIT:
             stage = try_login(port, key, blind_timeout)
             blind_timeout = min(blind_timeout + 1, LOGIN_TIMEOUT)

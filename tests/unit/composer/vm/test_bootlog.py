@@ -63,7 +63,24 @@ def test_the_wait_tries_a_login_only_after_the_sign(monkeypatch: pytest.MonkeyPa
         report=lambda line: None, sshd_started=lambda: next(polls),
     )  # fmt: skip
     assert ready
-    assert attempts == [ssh.LOGIN_TIMEOUT]
+    assert attempts == [ssh.FIRST_SIGNED_TIMEOUT]
+
+
+def test_after_the_sign_attempts_begin_short_and_double(monkeypatch: pytest.MonkeyPatch) -> None:
+    attempts: list[float] = []
+
+    def fake_login(port: int, key: Path, timeout: float) -> str | None:
+        attempts.append(timeout)
+        return None if len(attempts) == 4 else "waiting for the SSH banner"
+
+    monkeypatch.setattr(ssh, "try_login", fake_login)
+    monkeypatch.setattr(ssh.time, "sleep", lambda seconds: None)
+    ready = ssh.wait_until_ready(
+        1, Path("key"), deadline=ssh.time.monotonic() + 60, still_running=lambda: True,
+        report=lambda line: None, sshd_started=lambda: True,
+    )  # fmt: skip
+    assert ready
+    assert attempts == [6.0, 12.0, 24.0, ssh.LOGIN_TIMEOUT]
 
 
 def test_without_a_sign_the_wait_still_logs_in(monkeypatch: pytest.MonkeyPatch) -> None:

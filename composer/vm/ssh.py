@@ -86,8 +86,9 @@ def connect(port: int, key: Path, timeout: float = 10.0) -> paramiko.SSHClient:
 # to say sshd started (bootlog.SshdStartWatch). Even then the guest's address may come
 # a moment later and QEMU hold that first connection: so the first attempts after the
 # sign are short too (6 s, then doubling up to LOGIN_TIMEOUT: with a first wait of
-# 30 s, one of six trixie boots took 45 s to SSH where the others took 27 s). Without the sign within
-# SSHD_SIGN_WAIT (a console that prints no status), attempts begin at 3 s and grow.
+# 30 s, one of six trixie boots took 45 s to SSH where the others took 27 s). Without
+# the sign within SSHD_SIGN_WAIT (a console that prints no status), attempts begin at
+# 3 s and grow.
 LOGIN_TIMEOUT = 30.0
 FIRST_SIGNED_TIMEOUT = 6.0
 FIRST_BLIND_TIMEOUT = 3.0

@@ -1,0 +1,166 @@
+"""The dm-verity on-disk format Keel uses, read and checked with the standard library:
+the build appends it to the root image with `veritysetup format`, hostd checks a
+written slot against it before the slot may boot, and the kernel verifies every block
+it reads against the same tree.
+
+Layout of a root image with its tree (kernel Documentation/admin-guide/device-mapper/
+verity.rst, cryptsetup's format 1): the erofs data in 4 KiB blocks; at hash_offset
+(the data's size) a 512-byte superblock, padded to one hash block; then the hash tree,
+its top level first. Every hash is sha256(salt + block); a level is the hashes of the
+level below, 128 to a 4 KiB block, the last block zero-padded; the root hash is the
+hash of the top level's single block."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+from uuid import UUID
+
+BLOCK = 4096  # data and hash blocks alike
+DIGEST = 32  # sha256
+HASHES_PER_BLOCK = BLOCK // DIGEST
+SIGNATURE = b"verity\0\0"
+SUPERBLOCK = 512
+# signature, version, hash type, uuid, algorithm, data and hash block sizes, data
+# blocks, salt size, padding, salt (up to 256 bytes), padding: 512 bytes, little-endian.
+_LAYOUT = struct.Struct("<8sII16s32sIIQH6s256s168s")
+_READ = 1024 * 1024
+
+
+class VerityError(Exception):
+    """The image's verity data is malformed or does not match: never boot it."""
+
+
+@dataclass(frozen=True)
+class Superblock:
+    uuid: str
+    data_blocks: int
+    salt: bytes
+
+
+@dataclass(frozen=True)
+class Verity:
+    """What the kernel needs to open the image: the root hash and where the tree is."""
+
+    root_hash: str  # hex
+    salt: str  # hex
+    data_blocks: int
+
+    @property
+    def hash_offset(self) -> int:
+        """Where the superblock begins: right after the data."""
+        return self.data_blocks * BLOCK
+
+    @property
+    def hash_start_block(self) -> int:
+        """The tree's first (top-level) block, in hash blocks from the start: dm-verity's
+        <hash_start_block>, one past the superblock's block."""
+        return self.data_blocks + 1
+
+
+def parse_superblock(raw: bytes) -> Superblock:
+    if len(raw) < SUPERBLOCK:
+        raise VerityError(f"the verity superblock is cut short ({len(raw)} of 512 bytes)")
+    fields = _LAYOUT.unpack(raw[:SUPERBLOCK])
+    signature, version, hash_type, uuid, algorithm, data_bs, hash_bs, blocks, salt_size = fields[:9]
+    salt = fields[10]
+    if signature != SIGNATURE:
+        raise VerityError("no verity superblock where the tree should begin")
+    if (version, hash_type) != (1, 1):
+        raise VerityError(f"verity superblock version {version}, hash type {hash_type}: not 1, 1")
+    name = algorithm.rstrip(b"\0").decode(errors="replace")
+    if name != "sha256" or (data_bs, hash_bs) != (BLOCK, BLOCK):
+        raise VerityError(
+            f"verity with {name!r} and blocks of {data_bs}/{hash_bs} bytes: "
+            "Keel uses sha256 and 4096"
+        )
+    if not 0 < salt_size <= len(salt) or blocks <= 0:
+        raise VerityError(f"verity superblock with {blocks} data blocks, salt of {salt_size}")
+    return Superblock(str(UUID(bytes=uuid)).upper(), blocks, salt[:salt_size])
+
+
+def tree_blocks(data_blocks: int) -> int:
+    """Hash blocks of the tree (the superblock's block not counted). A single data
+    block needs none: its own hash is the root hash."""
+    total, level = 0, data_blocks
+    while level > 1:
+        level = -(-level // HASHES_PER_BLOCK)
+        total += level
+    return total
+
+
+def _hash_level(blocks: Iterator[bytes], salt: bytes) -> Iterator[bytes]:
+    """The hash blocks over blocks: 128 salted digests each, the last one zero-padded."""
+    chunk: list[bytes] = []
+    for block in blocks:
+        chunk.append(hashlib.sha256(salt + block).digest())
+        if len(chunk) == HASHES_PER_BLOCK:
+            yield b"".join(chunk)
+            chunk = []
+    if chunk:
+        yield b"".join(chunk).ljust(BLOCK, b"\0")
+
+
+def _data_blocks(handle: BinaryIO, count: int) -> Iterator[bytes]:
+    handle.seek(0)
+    left = count * BLOCK
+    while left:
+        buffer = handle.read(min(_READ, left))
+        if not buffer:
+            raise VerityError(f"the image ends {left} bytes before its last data block")
+        if len(buffer) % BLOCK:
+            buffer += handle.read(BLOCK - len(buffer) % BLOCK)
+        left -= len(buffer)
+        for start in range(0, len(buffer), BLOCK):
+            yield buffer[start : start + BLOCK]
+
+
+def compute_tree(handle: BinaryIO, data_blocks: int, salt: bytes) -> tuple[bytes, str]:
+    """The tree as stored (top level first) and the root hash (hex) of the first
+    data_blocks blocks of handle."""
+    if data_blocks == 1:
+        (block,) = _data_blocks(handle, 1)
+        return b"", hashlib.sha256(salt + block).hexdigest()
+    current = b"".join(_hash_level(_data_blocks(handle, data_blocks), salt))
+    levels = [current]
+    while len(current) > BLOCK:
+        blocks = (current[i : i + BLOCK] for i in range(0, len(current), BLOCK))
+        current = b"".join(_hash_level(blocks, salt))
+        levels.append(current)
+    root = hashlib.sha256(salt + current).hexdigest()
+    return b"".join(reversed(levels)), root
+
+
+def read_verity(path: Path, data_blocks: int) -> Superblock:
+    """The superblock of the tree appended after data_blocks blocks of path."""
+    with path.open("rb") as handle:
+        handle.seek(data_blocks * BLOCK)
+        superblock = parse_superblock(handle.read(SUPERBLOCK))
+    if superblock.data_blocks != data_blocks:
+        raise VerityError(
+            f"the verity superblock covers {superblock.data_blocks} data blocks, not {data_blocks}"
+        )
+    return superblock
+
+
+def check(path: Path, expected: Verity) -> None:
+    """Raise VerityError unless path (a slot, or an image file) holds data, superblock
+    and tree that give exactly expected's root hash. Reads all the data: this is the
+    check before a written slot may boot."""
+    superblock = read_verity(path, expected.data_blocks)
+    if superblock.salt.hex() != expected.salt:
+        raise VerityError("the verity salt differs from the signed one")
+    with path.open("rb") as handle:
+        tree, root = compute_tree(handle, expected.data_blocks, superblock.salt)
+        if root != expected.root_hash:
+            raise VerityError(
+                f"the data's root hash is {root}, not the signed {expected.root_hash}"
+            )
+        handle.seek(expected.hash_start_block * BLOCK)
+        stored = handle.read(len(tree))
+    if stored != tree:
+        raise VerityError("the stored hash tree does not match the data (a block differs)")

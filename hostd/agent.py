@@ -3,9 +3,11 @@
 Every check_interval it asks the repository for a newer version and installs it (the
 first time one tick after start; never, when check_interval is "never");
 every minute it reboots into an installed update when the policy allows (immediate,
-inside the maintenance window, or with a FleetLock slot), and in steady state gives
-a FleetLock slot back. At start, and on every tick, it reconciles the
-state with what booted, which is how an automatic rollback is noticed."""
+inside the maintenance window, or with a FleetLock slot), in steady state gives a
+FleetLock slot back, and looks whether a block of the root failed its dm-verity check
+(then it moves to the other slot when that holds a blessed version). At start, and
+on every tick, it reconciles the state with what booted, which is how an automatic
+rollback is noticed."""
 
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ def scheduler(updater: Updater, stop: threading.Event) -> None:
     while not stop.wait(TICK):
         try:
             updater.reconcile()
+            updater.watch_root()
             updater.fleet.settle(updater)
             policy = updater.policy()
             interval = policy.check_seconds()

@@ -103,6 +103,13 @@ def show_status(status: dict[str, Any]) -> str:
         lines.append(f"          {last['reason']}")
     for version, reason in (status.get("failed_versions") or {}).items():
         lines.append(f"skipped:  {version}: {reason}")
+    root_verity = status.get("root_verity")
+    if root_verity:
+        lines.append(
+            "root:     dm-verity, every block read so far matches the signed root hash"
+            if root_verity == "verified"
+            else "root:     dm-verity found a CHANGED BLOCK in the booted slot"
+        )
     var = status.get("var")
     if var:
         lines.append(

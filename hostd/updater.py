@@ -29,10 +29,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hostd import cmdline, fleet, growvar, slots
+from hostd import cmdline, fleet, growvar, integrity, slots
 from hostd.esp import Entry, EspTree
 from hostd.files import UnsafeFile, empty_folder, free_bytes, fresh_private_folder, open_untrusted
-from hostd.formats import bootentry
+from hostd.formats import bootentry, verity
 from hostd.formats.bundle import Bundle, BundleError, chunks
 from hostd.formats.sizes import MIB
 from hostd.formats.version import is_newer, version_key
@@ -84,6 +84,8 @@ class HostPaths:
     policy: Callable[[], Policy] = field(default=load_policy)
     # The sizes of var, its partition and disk (keel-grow-var.service grows them).
     var_sizes: Callable[[], dict[str, Any]] = field(default=growvar.summary)
+    # The booted root's dm-verity state: verified, corrupted, or None (hostd/integrity.py).
+    root_verity: Callable[[], str | None] = field(default=integrity.root_verity)
 
 
 def _reboot_soon() -> None:
@@ -128,6 +130,8 @@ class Updater:
         self.skipped_targets: dict[str, str] = {}
         # Reboot coordination and phased rollouts (hostd/fleet.py).
         self.fleet = fleet.Coordinator(self.paths.state_dir)
+        # Set once watch_root() has reported a corrupted root for this boot.
+        self._root_reported = False
 
     # --- what the host runs and may run -------------------------------------------
 
@@ -393,7 +397,19 @@ class Updater:
         on_disk = slots.read_back_sha256(device, root.size)
         if on_disk != root.sha256:
             raise slots.SlotError(f"slot {slot} reads back sha256 {on_disk}, not {root.sha256}")
+        self._check_verity(bundle, device, slot)
         return progress.state
+
+    def _check_verity(self, bundle: Bundle, device: Path, slot: str) -> None:
+        """With keel.verity= on the new version's command line, the slot's data and hash
+        tree must give exactly that root hash: a build that got its tree wrong would
+        otherwise fail every block read at boot. Checked before any boot file."""
+        try:
+            expected = verity.from_cmdline(bundle.info.cmdline)
+            if expected is not None:
+                verity.check(device, expected)
+        except verity.VerityError as error:
+            raise Refused(f"slot {slot} fails its dm-verity check: {error}") from None
 
     def _install_boot_files(
         self, state: UpdateState, bundle: Bundle, version: str, slot: str
@@ -553,6 +569,36 @@ class Updater:
                 )
             return state
 
+    def watch_root(self) -> None:
+        """When a block of the booted slot failed its dm-verity check, say so once (log,
+        history, last result) and, if the other slot holds a blessed version, mark this
+        boot's entry bad and reboot into it. Not a fault of the version: the slot is
+        written afresh by the next update, so the version is not put on the failed list."""
+        if self._root_reported or self.paths.root_verity() != integrity.CORRUPTED:
+            return
+        self._root_reported = True
+        with self.lock:
+            booted = self.paths.booted_slot()
+            entry = self.esp.slot_entry(booted)
+            other = self.esp.slot_entry(slots.other_slot(booted))
+            version = self.release.version
+            moving = entry is not None and other is not None and other.state == "good"
+            reason = (
+                f"a block of slot {booted} failed its dm-verity check (the disk or someone "
+                "with it changed the slot)"
+                + (f"; rebooting into {other.version} in the other slot" if moving and other else
+                   "; no blessed version in the other slot to move to")
+            )  # fmt: skip
+            log.error("root corrupted: %s", reason)
+            self.store.record("root-corrupted", {"version": version, "slot": booted})
+            state = self.store.load()
+            self.store.update(
+                state, last_result=Result("root-corrupted", version, reason, time.time())
+            )
+            if moving and entry is not None:
+                log.error("marked %s bad", self.esp.mark_bad(entry))
+                self.paths.reboot()
+
     def _entry_installed(self, state: UpdateState) -> bool:
         """Whether the target slot has the target version's loader entry: written last by
         an install, after the slot's old entries were removed before writing it."""
@@ -614,6 +660,7 @@ class Updater:
             ],
             "policy": policy,
             "var": self._var_sizes(),
+            "root_verity": self.paths.root_verity(),
             "fleet": self.fleet.status(),
         }
 

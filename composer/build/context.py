@@ -18,6 +18,7 @@ from composer.build.partitions import DiskPlan
 from composer.core.paths import PROJECT_ROOT
 from composer.core.progress import Progress
 from composer.definition.model import ImageDefinition
+from hostd.formats.verity import Verity
 
 # A new image boots slot a; slot b stays empty until the first update.
 FIRST_SLOT = "a"
@@ -49,7 +50,16 @@ class BuildContext:
     progress: Progress
     # Set by the steps that learn them.
     packages_from_cache: bool = False
+    # The root image's dm-verity root hash and layout (boot.verity), set by root_step.
+    root_verity: Verity | None = None
     _finalized: Finalized | None = None
+
+    @property
+    def kernel_cmdline(self) -> tuple[str, ...]:
+        """The definition's kernel arguments, then keel.verity= once the root image
+        has its tree: the command line of the image's loader entries."""
+        verity_words = (self.root_verity.kernel_argument(),) if self.root_verity else ()
+        return (*self.definition.kernel.cmdline, *verity_words)
 
     @property
     def finalized(self) -> Finalized:

@@ -22,7 +22,14 @@ SYSTEMD_BOOT = "usr/lib/systemd/boot/efi/systemd-bootx64.efi"
 
 
 def populate_esp(
-    defn: ImageDefinition, tree: Path, esp: Path, *, slot: str, kernel: Path, initrd: Path
+    defn: ImageDefinition,
+    tree: Path,
+    esp: Path,
+    *,
+    slot: str,
+    kernel: Path,
+    initrd: Path,
+    cmdline: tuple[str, ...],
 ) -> Path:
     """Lay out the ESP in the directory esp, using the bootloader from the image itself."""
     bootloader = tree / SYSTEMD_BOOT
@@ -46,7 +53,7 @@ def populate_esp(
     ):
         (esp / dest.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, esp / dest.lstrip("/"))
-    entry = bootentry.BootEntry(defn.name, defn.version, slot, defn.kernel.cmdline)
+    entry = bootentry.BootEntry(defn.name, defn.version, slot, cmdline)
     (esp / "loader/entries" / bootentry.entry_filename(defn.version, slot)).write_text(
         entry.render()
     )
@@ -65,6 +72,7 @@ def step(ctx: BuildContext) -> None:
         slot=FIRST_SLOT,
         kernel=final.kernel,
         initrd=final.initrd,
+        cmdline=ctx.kernel_cmdline,
     )
     boot_files = final.kernel.stat().st_size + final.initrd.stat().st_size
     capacity.check_esp(defn, tree_size(ctx.esp_tree), boot_files)

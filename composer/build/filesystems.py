@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from composer.build import capacity
+from composer.build import capacity, verity
 from composer.build.partitions import stable_uuid
 from composer.core import commands
 
@@ -109,8 +109,9 @@ def _clamp_ext4_change_times(tree: Path, image: Path, epoch: int) -> None:
 
 
 def root_step(ctx: BuildContext) -> None:
-    """The root image, checked against its slot, and the kernel and initrd beside it:
-    the slot payload an update installs."""
+    """The root image (with its dm-verity tree appended, unless boot.verity is off),
+    checked against its slot, and the kernel and initrd beside it: the slot payload an
+    update installs."""
     defn = ctx.definition
     ctx.payload_dir.mkdir(parents=True, exist_ok=True)
     make_erofs(
@@ -119,6 +120,8 @@ def root_step(ctx: BuildContext) -> None:
         epoch=ctx.epoch,
         fs_uuid=stable_uuid(defn.name, defn.version, "root-fs"),
     )
+    if defn.boot.verity:
+        ctx.root_verity = verity.append_hash_tree(ctx.root_image, defn.name, defn.version)
     size = ctx.root_image.stat().st_size
     capacity.remember_root_size(defn, size)
     capacity.check_root(defn, size)

@@ -88,7 +88,7 @@ def build_manifest(
         "build_time": built.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "source_date_epoch": epoch,
         "definition_sha256": definition_sha256,
-        "kernel": {"version": kernel_version, "cmdline": list(defn.kernel.cmdline)},
+        "kernel": {"version": kernel_version, "cmdline": payload["cmdline"]},
         "disk": {"uuid": plan.disk_uuid, "size": plan.size, "partitions": partitions},
         "payload": payload,
         "packages": [{"name": n, "version": v, "architecture": a} for n, v, a in packages],
@@ -96,7 +96,7 @@ def build_manifest(
 
 
 def payload_metadata(
-    defn: ImageDefinition, kernel_version: str, files: dict[str, Path]
+    defn: ImageDefinition, kernel_version: str, cmdline: tuple[str, ...], files: dict[str, Path]
 ) -> dict[str, Any]:
     """What the update work needs to know about a slot payload without opening it."""
     return {
@@ -105,7 +105,7 @@ def payload_metadata(
         "version": defn.version,
         "architecture": defn.debian.architecture,
         "kernel_version": kernel_version,
-        "cmdline": list(defn.kernel.cmdline),
+        "cmdline": list(cmdline),
         "files": {role: file_record(path) for role, path in sorted(files.items())},
     }
 
@@ -119,7 +119,7 @@ def step(ctx: BuildContext) -> None:
     """payload.json for the slot payload, then manifest.json for the whole build."""
     defn, final = ctx.definition, ctx.finalized
     files = {"root": ctx.root_image, "kernel": ctx.kernel, "initrd": ctx.initrd}
-    payload = payload_metadata(defn, final.kernel_version, files)
+    payload = payload_metadata(defn, final.kernel_version, ctx.kernel_cmdline, files)
     write_json(ctx.payload_json, payload)
     data = build_manifest(
         defn,

@@ -12,6 +12,7 @@ from typing import Any
 
 from composer.definition.document import Document
 from composer.definition.model import (
+    Boot,
     Containers,
     ContainerService,
     Debian,
@@ -38,6 +39,7 @@ def assemble(resolved: dict[str, Any], document: Document, *, source: Path) -> I
         description=resolved["description"],
         debian=_build_debian(resolved["debian"]),
         kernel=_build_kernel(resolved["kernel"]),
+        boot=Boot(**resolved["boot"]),
         packages=tuple(resolved["packages"]),
         templates=tuple(_build_template(t) for t in resolved["templates"]),
         variables=tuple(sorted(copy.deepcopy(resolved["variables"]).items())),

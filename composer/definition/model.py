@@ -42,6 +42,12 @@ class Kernel:
 
 
 @dataclass(frozen=True)
+class Boot:
+    # The root slot through dm-verity, its root hash on the kernel command line.
+    verity: bool
+
+
+@dataclass(frozen=True)
 class Template:
     source: str  # relative to templates/
     target: str  # absolute path in the image
@@ -140,6 +146,7 @@ class ImageDefinition:
     description: str
     debian: Debian
     kernel: Kernel
+    boot: Boot
     packages: tuple[str, ...]
     templates: tuple[Template, ...]
     variables: tuple[tuple[str, Any], ...]

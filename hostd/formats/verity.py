@@ -29,6 +29,9 @@ SUPERBLOCK = 512
 # blocks, salt size, padding, salt (up to 256 bytes), padding: 512 bytes, little-endian.
 _LAYOUT = struct.Struct("<8sII16s32sIIQH6s256s168s")
 _READ = 1024 * 1024
+# On the kernel command line: keel.verity=ROOTHASH:DATABLOCKS:SALT (the initrd's
+# scripts/local-top/keel-verity reads the first one).
+KERNEL_ARGUMENT = "keel.verity="
 
 
 class VerityError(Exception):
@@ -50,6 +53,9 @@ class Verity:
     salt: str  # hex
     data_blocks: int
 
+    def kernel_argument(self) -> str:
+        return f"{KERNEL_ARGUMENT}{self.root_hash}:{self.data_blocks}:{self.salt}"
+
     @property
     def hash_offset(self) -> int:
         """Where the superblock begins: right after the data."""
@@ -60,6 +66,27 @@ class Verity:
         """The tree's first (top-level) block, in hash blocks from the start: dm-verity's
         <hash_start_block>, one past the superblock's block."""
         return self.data_blocks + 1
+
+
+def from_cmdline(words: tuple[str, ...] | list[str]) -> Verity | None:
+    """The first keel.verity= of a command line, as the initrd takes it; None if none."""
+    for word in words:
+        if word.startswith(KERNEL_ARGUMENT):
+            fields = word[len(KERNEL_ARGUMENT) :].split(":")
+            root_hash, blocks, salt = fields if len(fields) == 3 else ("", "", "")
+            if not (
+                _is_hex(root_hash, 64)
+                and blocks.isdigit()
+                and int(blocks) > 0
+                and _is_hex(salt, 64)
+            ):
+                raise VerityError(f"malformed {word!r}: want keel.verity=ROOTHASH:BLOCKS:SALT")
+            return Verity(root_hash, salt, int(blocks))
+    return None
+
+
+def _is_hex(text: str, length: int) -> bool:
+    return len(text) == length and all(c in "0123456789abcdef" for c in text)
 
 
 def parse_superblock(raw: bytes) -> Superblock:

@@ -2,7 +2,9 @@
 
 The booted slot is found as hostd finds it for updates (the kernel command line and
 the device mounted on /, which must agree). Its filesystem's size comes from the erofs
-superblock, so only the filesystem is copied, not the rest of the slot. The kernel
+superblock, so only the filesystem is copied, not the rest of the slot; with
+dm-verity (keel.verity= on the booted command line) its hash tree after it too, and
+the copy's loader entry carries the same keel.verity=. The kernel
 and initrd come from the booted slot's files on the ESP, and the ESP mounted on /efi
 must be the booted disk's: with two Keel disks attached, a partition label could
 lead to the other one."""
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hostd import slots
-from hostd.formats import bootentry
+from hostd.formats import bootentry, verity
 from hostd.ignition.blockdev import Machine
 from hostd.ignition.partitions import Table
 from hostd.install.errors import InstallError
@@ -34,7 +36,7 @@ class Source:
     cmdline: tuple[str, ...]  # the image's own, without Keel's root words
     slot: str
     root: str  # the booted slot's device node, /dev/vda2
-    root_size: int  # bytes of its filesystem
+    root_size: int  # bytes of its filesystem (and dm-verity tree)
     disk: str  # the kernel's name of the disk booted from: vda
     table: Table
     esp: Path  # where the booted disk's ESP is mounted
@@ -71,7 +73,30 @@ def _disk_of(machine: Machine, dev: int) -> str:
     return entry.parent.name if (entry / "partition").is_file() else entry.name
 
 
-def booted(machine: Machine, esp: Path = ESP, cmdline_file: Path = KERNEL_CMDLINE) -> Source:
+def slot_content_size(node: str, booted_cmdline: list[str]) -> tuple[int, tuple[str, ...]]:
+    """The bytes of the booted slot to copy, and the verity argument to keep (if any)."""
+    filesystem = erofs_size(node)
+    try:
+        tree = verity.from_cmdline(booted_cmdline)
+    except verity.VerityError as error:
+        raise InstallError(str(error)) from None
+    if tree is None:
+        return filesystem, ()
+    if tree.hash_offset != filesystem:
+        raise InstallError(
+            f"keel.verity= covers {tree.hash_offset} bytes, but {node} holds an erofs "
+            f"filesystem of {filesystem}"
+        )
+    end = (tree.hash_start_block + verity.tree_blocks(tree.data_blocks)) * verity.BLOCK
+    return end, (tree.kernel_argument(),)
+
+
+def booted(
+    machine: Machine,
+    esp: Path = ESP,
+    cmdline_file: Path = KERNEL_CMDLINE,
+    proc_cmdline: Path = Path("/proc/cmdline"),
+) -> Source:
     try:
         slot = slots.booted_slot()
         release = slots.read_release()
@@ -101,13 +126,14 @@ def booted(machine: Machine, esp: Path = ESP, cmdline_file: Path = KERNEL_CMDLIN
             f"this image has no {cmdline_file}: it was built before `keelctl install` "
             "existed; update the host to a newer version first"
         ) from None
+    root_size, verity_words = slot_content_size(root, proc_cmdline.read_text().split())
     source = Source(
         name=release.name,
         version=release.version,
-        cmdline=cmdline,
+        cmdline=(*cmdline, *verity_words),
         slot=slot,
         root=root,
-        root_size=erofs_size(root),
+        root_size=root_size,
         disk=device.disk,
         table=table,
         esp=esp,

@@ -111,13 +111,31 @@ def test_kernel_command_line_selects_root_a(keel_host: Any) -> None:
     assert "root=PARTLABEL=root-a" in cmdline
 
 
-def test_root_is_read_only_erofs_from_root_a(keel_host: Any) -> None:
+def test_root_is_read_only_erofs_from_root_a_through_dm_verity(keel_host: Any) -> None:
     root = keel_host.mount_point("/")
     assert root.filesystem == "erofs"
     assert "ro" in root.options
+    assert root.device == "/dev/mapper/keel-root"
     root_a = keel_host.check_output("readlink -f /dev/disk/by-partlabel/root-a")
-    assert keel_host.check_output("readlink -f %s", root.device) == root_a
+    dm = keel_host.check_output("readlink -f /dev/mapper/keel-root").removeprefix("/dev/")
+    assert keel_host.check_output(f"ls /sys/block/{dm}/slaves") == root_a.removeprefix("/dev/")
     assert keel_host.run("touch /keel-write-test").rc != 0
+
+
+def test_dm_verity_checks_root_with_the_root_hash_of_the_command_line(keel_host: Any) -> None:
+    words = keel_host.file("/proc/cmdline").content_string.split()
+    verity = [w.removeprefix("keel.verity=") for w in words if w.startswith("keel.verity=")]
+    assert len(verity) == 1, words
+    root_hash, blocks, salt = verity[0].split(":")
+    table = keel_host.check_output("dmsetup table keel-root").split()
+    # start length verity version data hash data_bs hash_bs blocks hash_start alg root salt
+    assert table[2:4] == ["verity", "1"]
+    assert table[6:12] == ["4096", "4096", blocks, str(int(blocks) + 1), "sha256", root_hash]
+    assert table[12] == salt
+    # The image's first boot is counted (its entry has tries): a bad block restarts.
+    assert table[13:] == ["1", "restart_on_corruption"]
+    # Every block read so far matched the tree (C would mean one did not).
+    assert keel_host.check_output("dmsetup status keel-root").split()[-1] == "V"
 
 
 def test_systemd_reached_multi_user(keel_host: Any) -> None:

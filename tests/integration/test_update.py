@@ -11,6 +11,8 @@ share them, in this order):
   4. a tampered bundle and expired metadata are refused; slot b is unchanged
   5. v3 fails its health gate: the host rolls back to v1 by itself; status says why
   6. v4's root cannot mount: after three tries systemd-boot boots v1; status says so
+  7. v5 installs, then a bit of its slot flips (as a failing disk, or someone with the
+     disk, would do): dm-verity restarts each try, and v1 boots again by itself
 
 Images are built from tests/integration/images/up-*.yaml with a trust root made by
 `keel keygen` for this session; the repository is served on loopback and the guest
@@ -38,7 +40,13 @@ from tests.integration.guests import BOOT_ID, UpdateImages
 
 pytestmark = pytest.mark.integration
 
-VERSIONS = {"1.0.0": "up-v1", "2.0.0": "up-v2", "3.0.0": "up-v3-unhealthy", "4.0.0": "up-v4-noroot"}
+VERSIONS = {
+    "1.0.0": "up-v1",
+    "2.0.0": "up-v2",
+    "3.0.0": "up-v3-unhealthy",
+    "4.0.0": "up-v4-noroot",
+    "5.0.0": "up-v5",
+}
 UPDATE_TIMEOUT = 900
 
 
@@ -251,3 +259,28 @@ def test_unmountable_root_rolls_back_by_itself(chain: Chain) -> None:
     assert status["last_result"]["version"] == "4.0.0"
     assert "did not finish booting within 3 tries" in status["last_result"]["reason"]
     assert chain.keelctl("check")[1].strip().startswith("up to date")
+
+
+def test_a_corrupted_slot_rolls_back_by_itself(chain: Chain) -> None:
+    chain.publish("5.0.0")
+    code, out = chain.keelctl("update")  # installed into slot b, checked, not booted
+    assert code == 0, out
+    assert chain.status()["phase"] == "installed"
+    # One bit of the slot's first block (erofs's superblock, which the initrd's mount
+    # reads first) flips after hostd checked it.
+    flip = (
+        "f = open('/dev/disk/by-partlabel/root-b', 'r+b'); f.seek(1100); b = f.read(1); "
+        "f.seek(1100); f.write(bytes([b[0] ^ 1])); f.close()"
+    )
+    chain.sh(f'python3 -c "{flip}" && sync')
+    old_boot = chain.sh(f"cat {BOOT_ID}").strip()
+    log_size = chain.host.serial_log.stat().st_size
+    chain.keelctl("update --reboot")  # already installed: only reboots
+    chain.wait_for_version("1.0.0", old_boot)
+    serial = chain.host.serial_log.read_bytes()[log_size:].decode(errors="replace")
+    # The kernel, not a failed mount, ended each try of 5.0.0.
+    assert "dm-verity device corrupted" in serial, serial[-3000:]
+    status = chain.status()
+    assert status["last_result"]["result"] == "rolled-back", status
+    assert status["last_result"]["version"] == "5.0.0"
+    assert "did not finish booting within 3 tries" in status["last_result"]["reason"]

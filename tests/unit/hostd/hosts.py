@@ -34,12 +34,24 @@ T = TypeVar("T")
 
 
 def make_bundle(
-    work: Path, version: str, *, name: str = "docker-host", root_size: int = 65536
+    work: Path,
+    version: str,
+    *,
+    name: str = "docker-host",
+    root_size: int = 65536,
+    verity: Callable[[Path], str] | None = None,
 ) -> Path:
+    """verity: given the root image file, append a tree to it and return the kernel
+    argument that names it (what the build does with boot.verity)."""
     payload = work / f"payload-{version}"
     payload.mkdir(parents=True)
+    root = payload / "root.erofs"
+    root.write_bytes(os.urandom(root_size))
+    cmdline = ["console=ttyS0", "panic=10"]
+    if verity is not None:
+        cmdline.append(verity(root))
     files = {
-        "root": ("root.erofs", os.urandom(root_size)),
+        "root": ("root.erofs", root.read_bytes()),
         "kernel": ("vmlinuz", f"kernel {version}".encode()),
         "initrd": ("initrd.img", f"initrd {version}".encode()),
     }
@@ -53,7 +65,7 @@ def make_bundle(
         }
     (payload / "payload.json").write_text(json.dumps({
         "format": 1, "name": name, "version": version, "architecture": "x86-64",
-        "kernel_version": "6.1.0-test", "cmdline": ["console=ttyS0", "panic=10"], "files": records,
+        "kernel_version": "6.1.0-test", "cmdline": cmdline, "files": records,
     }))  # fmt: skip
     return bundle.write_bundle(payload, work / f"bundle-{version}")
 
@@ -104,6 +116,7 @@ def make_host(tmp_path: Path) -> Host:
         reboot=lambda: reboots.append("reboot"),
         policy=lambda: Policy(repository=f"file://{repo}"),
         var_sizes=lambda: dict(VAR_SIZES),
+        root_verity=lambda: "verified",
     )
     return Host(tmp_path, Updater(paths), repo, tmp_path / "keys", reboots)
 

@@ -191,3 +191,18 @@ def test_a_progress_callback_that_raises_ends_zstd(
     with pytest.raises(RuntimeError, match="could not be saved"):
         bounded(lambda: write_compressed(slot, [image], part, progress), 30)
     assert [p.poll() is not None for p in zstd_processes] == [True]
+
+
+def test_booted_slot_through_dm_verity(partlabels: Path, tmp_path: Path) -> None:
+    # / is dm-0 (253:0) whose one slave is the slot's partition (here /dev/zero).
+    slot_b = os.stat(partlabels / "root-b").st_rdev
+    slave = tmp_path / "sys/dev/block/253:0/slaves/vda3"
+    slave.mkdir(parents=True)
+    (slave / "dev").write_text(f"{os.major(slot_b)}:{os.minor(slot_b)}\n")
+    info = "22 1 253:0 / / ro,relatime - erofs /dev/mapper/keel-root ro\n"
+    assert booted_slot("keel.slot=b", info, partlabels, tmp_path / "sys/dev/block") == "b"
+    with pytest.raises(SlotError, match="says slot a but / is root-b"):
+        booted_slot("keel.slot=a", info, partlabels, tmp_path / "sys/dev/block")
+    # Without the slave link, dm-0 is no slot.
+    with pytest.raises(SlotError, match="not mounted from root-b"):
+        booted_slot("keel.slot=b", info, partlabels, tmp_path / "elsewhere")

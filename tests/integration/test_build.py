@@ -91,6 +91,9 @@ def test_esp_holds_bootloader_kernel_initrd_and_counted_entry(
     assert entry in listing.splitlines(), listing
     text = sh("mtype", "-i", esp, entry)
     assert "root=PARTLABEL=root-a" in text and "rootfstype=erofs" in text
+    payload = json.loads((artifacts / "payload/payload.json").read_text())
+    verity = next(w for w in payload["cmdline"] if w.startswith("keel.verity="))
+    assert verity in text.split()  # the first boot opens root-a through dm-verity
     # A console on the screen and on the first serial port, for bare metal and QEMU.
     assert {"console=tty0", "console=ttyS0,115200"} <= set(text.split())
     assert "default keel-*" in sh("mtype", "-i", esp, "::/loader/loader.conf")
@@ -116,6 +119,22 @@ def test_manifest_describes_the_build(
     # The payload on its own is what the update work ships.
     payload = json.loads((artifacts / "payload/payload.json").read_text())
     assert payload["files"]["root"]["sha256"] == root["sha256"]
+
+
+def test_root_image_carries_a_dm_verity_tree_for_the_signed_root_hash(
+    artifacts: Path, manifest: dict[str, Any]
+) -> None:
+    payload = json.loads((artifacts / "payload/payload.json").read_text())
+    arguments = [w for w in payload["cmdline"] if w.startswith("keel.verity=")]
+    assert len(arguments) == 1 and manifest["kernel"]["cmdline"] == payload["cmdline"]
+    root_hash, blocks, _salt = arguments[0].removeprefix("keel.verity=").split(":")
+    image = artifacts / "payload/root.erofs"
+    # cryptsetup's own check of the whole tree against that root hash.
+    sh("veritysetup", "verify", f"--hash-offset={int(blocks) * 4096}",
+       str(image), str(image), root_hash)  # fmt: skip
+    # The erofs filesystem ends where the tree begins.
+    superblock = image.read_bytes()[1024:1064]
+    assert int.from_bytes(superblock[36:40], "little") == int(blocks)
 
 
 # What common servers and small PCs need to reach their disk and network (issue 14).
@@ -149,6 +168,9 @@ def test_disk_and_network_drivers_are_in_the_image_and_disk_drivers_in_the_initr
         assert module_paths(in_initrd, driver), f"the initrd has no {driver}"
     for driver in ("e1000e", "mlx5_core"):  # loaded from the root, not the initrd
         assert not module_paths(in_initrd, driver)
+    # What scripts/local-top/keel-verity opens the root slot with.
+    assert module_paths(in_initrd, "dm-verity"), "the initrd has no dm-verity"
+    assert any(name.endswith("sbin/dmsetup") for name in in_initrd), "the initrd has no dmsetup"
 
 
 def test_no_private_key_in_the_root_image_the_bundle_or_the_disk(artifacts: Path) -> None:

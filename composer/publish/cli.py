@@ -14,17 +14,29 @@ from composer.core.verbs import VerbGroup
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    from composer.publish import keys
+    from composer.publish import keys, secureboot
 
-    created = keys.generate_keys(args.out)
-    for role, path in created.private_keys.items():
-        print(f"{role:<9}  {path}")
-    print(f"root.json  {created.root_metadata}")
-    print(
-        f"\nkeep {args.out} secret; bake {created.root_metadata} into images with "
-        "update.root in the image definition",
-        file=sys.stderr,
-    )
+    has_tuf_keys = (args.out / keys.ROOT_METADATA).exists()
+    if not (args.secure_boot and has_tuf_keys):
+        created = keys.generate_keys(args.out)
+        for role, path in created.private_keys.items():
+            print(f"{role:<9}  {path}")
+        print(f"root.json  {created.root_metadata}")
+        print(
+            f"\nkeep {args.out} secret; bake {created.root_metadata} into images with "
+            "update.root in the image definition",
+            file=sys.stderr,
+        )
+    if args.secure_boot:
+        boot_keys = secureboot.generate(args.out, args.owner)
+        for name in secureboot.KEYS:
+            print(f"{name:<9}  {boot_keys.key(name)}  {boot_keys.certificate(name)}")
+        print(
+            f"\nSecure Boot keys (owner GUID {boot_keys.owner_guid}) in {boot_keys.folder}: "
+            "enroll the .crt files in a machine's firmware (docs/operations.md); the .key "
+            "files never leave this folder",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -105,6 +117,17 @@ def register(verbs: VerbGroup) -> None:
     """Add keygen, publish, rotate-key and serve to keel's subcommands (argparse subparsers)."""
     keygen = verbs.add_parser("keygen", help="create update signing keys and root metadata")
     keygen.add_argument("--out", type=Path, required=True, help="folder for the keys and root.json")
+    keygen.add_argument(
+        "--secure-boot",
+        action="store_true",
+        help="also make UEFI Secure Boot keys (PK, KEK, db) in OUT/secure-boot/; "
+        "with update keys already in OUT, only those",
+    )
+    keygen.add_argument(
+        "--owner",
+        default="Keel",
+        help="the owner named in the Secure Boot certificates (default: Keel)",
+    )
     keygen.set_defaults(func=cmd_keygen)
 
     publish = verbs.add_parser("publish", help="add a build's update bundle to a repository")

@@ -224,8 +224,9 @@ def _stop(zstd: subprocess.Popen[bytes], feeder: threading.Thread) -> None:
             stream.close()
 
 
-def read_back_sha256(device: Path, size: int) -> str:
-    """The sha256 of the first size bytes as the disk has them, not the page cache."""
+def read_back_sha256(device: Path, size: int, also: Callable[[bytes], None] | None = None) -> str:
+    """The sha256 of the first size bytes as the disk has them, not the page cache;
+    also: called with every chunk read, in order (a second check in the same pass)."""
     fd = os.open(device, os.O_RDONLY)
     try:
         # Written pages are clean after fsync; dropping them makes this a real read.
@@ -237,6 +238,8 @@ def read_back_sha256(device: Path, size: int) -> str:
             if not block:
                 raise SlotError(f"{device} ended {remaining} bytes early")
             digest.update(block)
+            if also is not None:
+                also(block)
             remaining -= len(block)
         return digest.hexdigest()
     finally:

@@ -394,22 +394,25 @@ class Updater:
         device = slots.slot_device(slot, self.paths.partlabels)
         progress = Progress(self.store, state, root.size)
         slots.write_compressed(device, chunks(bundle.open_member(root)), root, progress)
-        on_disk = slots.read_back_sha256(device, root.size)
-        if on_disk != root.sha256:
-            raise slots.SlotError(f"slot {slot} reads back sha256 {on_disk}, not {root.sha256}")
-        self._check_verity(bundle, device, slot)
-        return progress.state
-
-    def _check_verity(self, bundle: Bundle, device: Path, slot: str) -> None:
-        """With keel.verity= on the new version's command line, the slot's data and hash
-        tree must give exactly that root hash: a build that got its tree wrong would
-        otherwise fail every block read at boot. Checked before any boot file."""
+        # With keel.verity= on the new version's command line, the slot's data and hash
+        # tree must give exactly that root hash, checked in the same read as the sha256:
+        # a build that got its tree wrong would otherwise fail every block read at boot.
         try:
             expected = verity.from_cmdline(bundle.info.cmdline)
-            if expected is not None:
-                verity.check(device, expected)
         except verity.VerityError as error:
-            raise Refused(f"slot {slot} fails its dm-verity check: {error}") from None
+            raise Refused(f"slot {slot}: {error}") from None
+        tree_check = verity.StreamCheck(expected) if expected is not None else None
+        on_disk = slots.read_back_sha256(
+            device, root.size, also=tree_check.feed if tree_check else None
+        )
+        if on_disk != root.sha256:
+            raise slots.SlotError(f"slot {slot} reads back sha256 {on_disk}, not {root.sha256}")
+        if tree_check is not None:
+            try:
+                tree_check.finish()
+            except verity.VerityError as error:
+                raise Refused(f"slot {slot} fails its dm-verity check: {error}") from None
+        return progress.state
 
     def _install_boot_files(
         self, state: UpdateState, bundle: Bundle, version: str, slot: str

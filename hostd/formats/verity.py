@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 from uuid import UUID
 
 BLOCK = 4096  # data and hash blocks alike
@@ -120,46 +118,72 @@ def tree_blocks(data_blocks: int) -> int:
     return total
 
 
-def _hash_level(blocks: Iterator[bytes], salt: bytes) -> Iterator[bytes]:
-    """The hash blocks over blocks: 128 salted digests each, the last one zero-padded."""
-    chunk: list[bytes] = []
-    for block in blocks:
-        chunk.append(hashlib.sha256(salt + block).digest())
-        if len(chunk) == HASHES_PER_BLOCK:
-            yield b"".join(chunk)
-            chunk = []
-    if chunk:
-        yield b"".join(chunk).ljust(BLOCK, b"\0")
+def _tree_from_leaves(leaves: list[bytes], salt: bytes) -> tuple[bytes, str]:
+    """The tree as stored (top level first) and the root hash (hex), from the salted
+    hashes of the data blocks. A single data block's own hash is the root."""
+    if len(leaves) == 1:
+        return b"", leaves[0].hex()
+    levels: list[bytes] = []
+    digests = leaves
+    while True:
+        blocks = [
+            b"".join(digests[i : i + HASHES_PER_BLOCK]).ljust(BLOCK, b"\0")
+            for i in range(0, len(digests), HASHES_PER_BLOCK)
+        ]
+        levels.append(b"".join(blocks))
+        if len(blocks) == 1:
+            root = hashlib.sha256(salt + blocks[0]).hexdigest()
+            return b"".join(reversed(levels)), root
+        digests = [hashlib.sha256(salt + block).digest() for block in blocks]
 
 
-def _data_blocks(handle: BinaryIO, count: int) -> Iterator[bytes]:
-    handle.seek(0)
-    left = count * BLOCK
-    while left:
-        buffer = handle.read(min(_READ, left))
-        if not buffer:
-            raise VerityError(f"the image ends {left} bytes before its last data block")
-        if len(buffer) % BLOCK:
-            buffer += handle.read(BLOCK - len(buffer) % BLOCK)
-        left -= len(buffer)
-        for start in range(0, len(buffer), BLOCK):
-            yield buffer[start : start + BLOCK]
+class StreamCheck:
+    """check() in one pass over an image's bytes in order, as they are read: hostd
+    feeds it the read-back of a written slot, which it reads anyway for the sha256.
+    Keeps the data blocks' hashes (32 bytes per 4 KiB) and the tree's bytes only."""
 
+    def __init__(self, expected: Verity) -> None:
+        self.expected = expected
+        self.salt = bytes.fromhex(expected.salt)
+        self._data_left = expected.hash_offset
+        self._partial = b""
+        self._leaves: list[bytes] = []
+        self._tail = bytearray()
+        self._tail_size = (1 + tree_blocks(expected.data_blocks)) * BLOCK
 
-def compute_tree(handle: BinaryIO, data_blocks: int, salt: bytes) -> tuple[bytes, str]:
-    """The tree as stored (top level first) and the root hash (hex) of the first
-    data_blocks blocks of handle."""
-    if data_blocks == 1:
-        (block,) = _data_blocks(handle, 1)
-        return b"", hashlib.sha256(salt + block).hexdigest()
-    current = b"".join(_hash_level(_data_blocks(handle, data_blocks), salt))
-    levels = [current]
-    while len(current) > BLOCK:
-        blocks = (current[i : i + BLOCK] for i in range(0, len(current), BLOCK))
-        current = b"".join(_hash_level(blocks, salt))
-        levels.append(current)
-    root = hashlib.sha256(salt + current).hexdigest()
-    return b"".join(reversed(levels)), root
+    def feed(self, chunk: bytes) -> None:
+        if self._data_left:
+            data, chunk = chunk[: self._data_left], chunk[self._data_left :]
+            self._data_left -= len(data)
+            data = self._partial + data
+            whole = len(data) - len(data) % BLOCK
+            for start in range(0, whole, BLOCK):
+                self._leaves.append(
+                    hashlib.sha256(self.salt + data[start : start + BLOCK]).digest()
+                )
+            self._partial = data[whole:]
+        if chunk and len(self._tail) < self._tail_size:
+            self._tail += chunk[: self._tail_size - len(self._tail)]
+
+    def finish(self) -> None:
+        """Raise VerityError unless what was fed gives exactly the expected root hash."""
+        if self._data_left or self._partial:
+            raise VerityError("the image ends before its last data block")
+        superblock = parse_superblock(bytes(self._tail[:SUPERBLOCK]))
+        if superblock.data_blocks != self.expected.data_blocks:
+            raise VerityError(
+                f"the verity superblock covers {superblock.data_blocks} data blocks, "
+                f"not {self.expected.data_blocks}"
+            )
+        if superblock.salt != self.salt:
+            raise VerityError("the verity salt differs from the signed one")
+        tree, root = _tree_from_leaves(self._leaves, self.salt)
+        if root != self.expected.root_hash:
+            raise VerityError(
+                f"the data's root hash is {root}, not the signed {self.expected.root_hash}"
+            )
+        if bytes(self._tail[BLOCK:]) != tree:
+            raise VerityError("the stored hash tree does not match the data (a block differs)")
 
 
 def read_verity(path: Path, data_blocks: int) -> Superblock:
@@ -176,18 +200,13 @@ def read_verity(path: Path, data_blocks: int) -> Superblock:
 
 def check(path: Path, expected: Verity) -> None:
     """Raise VerityError unless path (a slot, or an image file) holds data, superblock
-    and tree that give exactly expected's root hash. Reads all the data: this is the
-    check before a written slot may boot."""
-    superblock = read_verity(path, expected.data_blocks)
-    if superblock.salt.hex() != expected.salt:
-        raise VerityError("the verity salt differs from the signed one")
+    and tree that give exactly expected's root hash. Reads all of it."""
+    stream = StreamCheck(expected)
+    end = expected.hash_offset + (1 + tree_blocks(expected.data_blocks)) * BLOCK
     with path.open("rb") as handle:
-        tree, root = compute_tree(handle, expected.data_blocks, superblock.salt)
-        if root != expected.root_hash:
-            raise VerityError(
-                f"the data's root hash is {root}, not the signed {expected.root_hash}"
-            )
-        handle.seek(expected.hash_start_block * BLOCK)
-        stored = handle.read(len(tree))
-    if stored != tree:
-        raise VerityError("the stored hash tree does not match the data (a block differs)")
+        while handle.tell() < end:
+            chunk = handle.read(min(_READ, end - handle.tell()))
+            if not chunk:
+                break
+            stream.feed(chunk)
+    stream.finish()

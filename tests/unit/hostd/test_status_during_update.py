@@ -4,6 +4,7 @@ item 3), with the update's phase and progress."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,11 +20,11 @@ def test_status_answers_at_once_during_an_update(
     written, go_on = threading.Event(), threading.Event()
     read_back = slots.read_back_sha256
 
-    def slow_read_back(device: Path, size: int) -> str:
+    def slow_read_back(device: Path, size: int, also: Callable[[bytes], None] | None) -> str:
         # The slot is written, the update holds the lock and reads the slot back.
         written.set()
         go_on.wait(60)
-        return read_back(device, size)
+        return read_back(device, size, also)
 
     monkeypatch.setattr(slots, "read_back_sha256", slow_read_back)
     server = api.serve(host.updater, tmp_path / "hostd.sock")

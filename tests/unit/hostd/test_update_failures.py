@@ -82,7 +82,7 @@ def test_an_unforeseen_error_still_ends_with_a_result(
 ) -> None:
     host.publish("2.0.0")
 
-    def broken(*args: Any) -> Path:
+    def broken(*args: Any, **kwargs: Any) -> Path:
         raise KeyError("a bug")
 
     monkeypatch.setattr(updater_module.slots, "read_back_sha256", broken)

@@ -118,7 +118,7 @@ def test_root_is_read_only_erofs_from_root_a_through_dm_verity(keel_host: Any) -
     assert root.device == "/dev/mapper/keel-root"
     # The one device under it is root-a.
     root_a = keel_host.check_output("readlink -f /dev/disk/by-partlabel/root-a")
-    dev = keel_host.check_output("findmnt -no MAJ:MIN /")
+    dev = keel_host.check_output("findmnt -no MAJ:MIN /").strip()  # findmnt pads it
     assert keel_host.check_output(f"ls /sys/dev/block/{dev}/slaves") == root_a.removeprefix("/dev/")
     assert keel_host.run("touch /keel-write-test").rc != 0
 

@@ -40,6 +40,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from hostd import sysblock
 from hostd.formats.growth import VAR_DEFINITION, VAR_TYPE, definition_cap
 
 GROWFS = "/usr/lib/systemd/systemd-growfs"
@@ -310,7 +311,8 @@ def grow(host: Host, mountpoint: str = "/var") -> str:
     if fstype != "ext4":
         raise LeftAlone(f"{mountpoint} is {fstype}, not ext4")
     var = host.partition(major, minor)
-    root = host.partition(*host.mount_source("/")[:2])
+    # Through dm-verity, / is a device-mapper device: its partition is the one under it.
+    root = host.partition(*sysblock.underlying(*host.mount_source("/")[:2], host.sys / "dev/block"))
     if root.disk != var.disk:
         raise LeftAlone(f"{mountpoint} is on {var.disk} but / is on {root.disk}")
     disk = host.node(var.disk)

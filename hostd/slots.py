@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from hostd import sysblock
 from hostd.files import write_all
 from hostd.formats import bootentry
 from hostd.formats.bundle import CHUNK, Part, check_digest
 
 PARTLABELS = Path("/dev/disk/by-partlabel")
-SYS_DEV_BLOCK = Path("/sys/dev/block")
 RELEASE = Path("/usr/lib/keel/release")
 # After a failed slot write: how long the thread feeding zstd may take to end.
 FEEDER_GRACE = 10.0
@@ -80,28 +80,11 @@ def root_device_number(mountinfo: str) -> int:
     raise SlotError("/proc/self/mountinfo has no / mount")
 
 
-def underlying_device(device: int, sys_block: Path = SYS_DEV_BLOCK) -> int:
-    """The partition under a device-mapper device with one slave (dm-verity's root),
-    else the device itself."""
-    slaves = sys_block / f"{os.major(device)}:{os.minor(device)}" / "slaves"
-    try:
-        names = os.listdir(slaves)
-    except OSError:
-        return device
-    if len(names) != 1:
-        return device
-    try:
-        major, minor = (slaves / names[0] / "dev").read_text().strip().split(":")
-    except (OSError, ValueError):
-        return device
-    return os.makedev(int(major), int(minor))
-
-
 def booted_slot(
     cmdline: str | None = None,
     mountinfo: str | None = None,
     partlabels: Path = PARTLABELS,
-    sys_block: Path = SYS_DEV_BLOCK,
+    sys_block: Path = sysblock.SYS_DEV_BLOCK,
 ) -> str:
     """The booted slot, confirmed by the kernel command line and the mounted device
     (through dm-verity, the partition under it)."""
@@ -110,7 +93,8 @@ def booted_slot(
     claimed = cmdline_slot(cmdline)
     if claimed not in bootentry.SLOTS:
         raise SlotError(f"the kernel command line names no Keel slot (keel.slot={claimed})")
-    mounted = underlying_device(root_device_number(mountinfo), sys_block)
+    root = root_device_number(mountinfo)
+    mounted = os.makedev(*sysblock.underlying(os.major(root), os.minor(root), sys_block))
     for slot in bootentry.SLOTS:
         try:
             device = os.stat(slot_device(slot, partlabels)).st_rdev

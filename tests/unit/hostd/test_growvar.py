@@ -347,3 +347,27 @@ def test_status_sizes_come_from_the_mounted_var(tmp_path: Path) -> None:
     assert sizes["disk"] == 20 * 1024**3
     assert sizes["device"] == "vda4"
     assert int(sizes["filesystem"]) > 0
+
+
+def test_var_grows_when_root_is_a_dm_verity_device(tmp_path: Path, root: Path) -> None:
+    disk, varfs = make_disk(tmp_path, 96 * MIB)
+    host = DiskFileHost(root, disk, varfs)
+    # / is dm-0 (253:0), and sysfs says its one slave is vda2 (252:2).
+    host.mounts["/"] = (253, 0, "erofs")
+    host.sys = tmp_path / "sys"
+    slave = host.sys / "dev/block/253:0/slaves/vda2"
+    slave.mkdir(parents=True)
+    (slave / "dev").write_text("252:2\n")
+    grow(host)
+    assert host.calls == ["relocate", "grow partition", "grow filesystem"]
+
+
+def test_sysblock_finds_the_one_device_under_a_mapper_device(tmp_path: Path) -> None:
+    from hostd import sysblock
+
+    (tmp_path / "253:1/slaves/vda2").mkdir(parents=True)
+    (tmp_path / "253:1/slaves/vda2/dev").write_text("252:2\n")
+    assert sysblock.underlying(253, 1, tmp_path) == (252, 2)
+    (tmp_path / "253:1/slaves/vda3").mkdir()  # two under it: no single answer
+    assert sysblock.underlying(253, 1, tmp_path) == (253, 1)
+    assert sysblock.underlying(252, 2, tmp_path) == (252, 2)  # a partition has none

@@ -588,9 +588,9 @@ class Updater:
             moving = entry is not None and other is not None and other.state == "good"
             reason = (
                 f"a block of slot {booted} failed its dm-verity check (the disk or someone "
-                "with it changed the slot)"
-                + (f"; rebooting into {other.version} in the other slot" if moving and other else
-                   "; no blessed version in the other slot to move to")
+                "with it changed the slot); "
+                + (f"rebooting into {other.version} in the other slot" if other and moving
+                   else "no blessed version in the other slot to move to")
             )  # fmt: skip
             log.error("root corrupted: %s", reason)
             self.store.record("root-corrupted", {"version": version, "slot": booted})

@@ -65,6 +65,11 @@ class Verity:
         <hash_start_block>, one past the superblock's block."""
         return self.data_blocks + 1
 
+    @property
+    def image_size(self) -> int:
+        """The bytes of data, superblock block and tree: what a slot holds."""
+        return (self.hash_start_block + tree_blocks(self.data_blocks)) * BLOCK
+
 
 def from_cmdline(words: tuple[str, ...] | list[str]) -> Verity | None:
     """The first keel.verity= of a command line, as the initrd takes it; None if none."""
@@ -149,7 +154,7 @@ class StreamCheck:
         self._partial = b""
         self._leaves: list[bytes] = []
         self._tail = bytearray()
-        self._tail_size = (1 + tree_blocks(expected.data_blocks)) * BLOCK
+        self._tail_size = expected.image_size - expected.hash_offset
 
     def feed(self, chunk: bytes) -> None:
         if self._data_left:
@@ -186,23 +191,11 @@ class StreamCheck:
             raise VerityError("the stored hash tree does not match the data (a block differs)")
 
 
-def read_verity(path: Path, data_blocks: int) -> Superblock:
-    """The superblock of the tree appended after data_blocks blocks of path."""
-    with path.open("rb") as handle:
-        handle.seek(data_blocks * BLOCK)
-        superblock = parse_superblock(handle.read(SUPERBLOCK))
-    if superblock.data_blocks != data_blocks:
-        raise VerityError(
-            f"the verity superblock covers {superblock.data_blocks} data blocks, not {data_blocks}"
-        )
-    return superblock
-
-
 def check(path: Path, expected: Verity) -> None:
     """Raise VerityError unless path (a slot, or an image file) holds data, superblock
     and tree that give exactly expected's root hash. Reads all of it."""
     stream = StreamCheck(expected)
-    end = expected.hash_offset + (1 + tree_blocks(expected.data_blocks)) * BLOCK
+    end = expected.image_size
     with path.open("rb") as handle:
         while handle.tell() < end:
             chunk = handle.read(min(_READ, end - handle.tell()))

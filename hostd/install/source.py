@@ -87,8 +87,7 @@ def slot_content_size(node: str, booted_cmdline: list[str]) -> tuple[int, tuple[
             f"keel.verity= covers {tree.hash_offset} bytes, but {node} holds an erofs "
             f"filesystem of {filesystem}"
         )
-    end = (tree.hash_start_block + verity.tree_blocks(tree.data_blocks)) * verity.BLOCK
-    return end, (tree.kernel_argument(),)
+    return tree.image_size, (tree.kernel_argument(),)
 
 
 def booted(

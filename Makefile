@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 test: setup
 	$(VENV)/bin/ruff check composer hostd tests bench
 	$(VENV)/bin/mypy
-	$(VENV)/bin/pytest -v -rs $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -v -rs --durations=40 $(PYTEST_ARGS)
 
 unit: setup
 	$(VENV)/bin/pytest -v -m 'not integration' $(PYTEST_ARGS)

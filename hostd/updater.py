@@ -88,11 +88,17 @@ class HostPaths:
     root_verity: Callable[[], str | None] = field(default=integrity.root_verity)
 
 
+# Seconds between answering an update or rollback and rebooting.
+REBOOT_DELAY = 5
+
+
 def _reboot_soon() -> None:
-    """Reboot a moment from now, so the API answer reaches the client first."""
+    """Reboot a moment from now, so the API answer reaches the client first: keelctl
+    prints it, and over SSH it still has to leave the host; under load that took more
+    than 2 s (a test's SSH session lost the answer to the reboot)."""
 
     def later() -> None:
-        time.sleep(2)
+        time.sleep(REBOOT_DELAY)
         log.info("rebooting into the new version")
         subprocess.run(["systemctl", "reboot"], check=False)
 

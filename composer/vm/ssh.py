@@ -119,11 +119,18 @@ class CommandResult:
 
 # How long past its timeout a command may take before its connection is cut.
 GUARD_MARGIN = 5.0
+# Seconds of silence on a command's connection before the client probes the guest.
+KEEPALIVE_INTERVAL = 10
 
 
 def run_command(port: int, key: Path, command: str, timeout: float = 120.0) -> CommandResult:
     """Run command as root; raises TimeoutError when it takes longer than timeout."""
     client = connect(port, key)
+    # A keepalive every few seconds: a guest that rebooted under the session answers
+    # it with a reset, so the wait below ends at once instead of at the guard's timer.
+    transport = client.get_transport()
+    if transport is not None:
+        transport.set_keepalive(KEEPALIVE_INTERVAL)
     # paramiko's waits for the exec reply and the exit status have no timeout of their
     # own. A guest that reboots under an open session leaves them waiting for ever
     # (QEMU's user networking keeps the host side of the TCP connection open; seen in

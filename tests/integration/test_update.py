@@ -10,9 +10,10 @@ share them, in this order):
   3. `keelctl rollback` returns to v1 in slot a, data kept
   4. a tampered bundle and expired metadata are refused; slot b is unchanged
   5. v3 fails its health gate: the host rolls back to v1 by itself; status says why
-  6. v4's root cannot mount: after three tries systemd-boot boots v1; status says so
-  7. v5 installs, then a bit of its slot flips (as a failing disk, or someone with the
-     disk, would do): dm-verity restarts each try, and v1 boots again by itself
+  6. v5 installs, then a bit of its slot flips (as a failing disk, or someone with the
+     disk, would do): dm-verity restarts each try, and after three tries systemd-boot
+     boots v1 again by itself; status says so (the one scenario of a version that
+     cannot boot: the counter that ends it is the same whatever stops the boot)
 
 Images are built from tests/integration/images/up-*.yaml with a trust root made by
 `keel keygen` for this session; the repository is served on loopback and the guest
@@ -44,7 +45,6 @@ VERSIONS = {
     "1.0.0": "up-v1",
     "2.0.0": "up-v2",
     "3.0.0": "up-v3-unhealthy",
-    "4.0.0": "up-v4-noroot",
     "5.0.0": "up-v5",
 }
 UPDATE_TIMEOUT = 900
@@ -248,19 +248,6 @@ def test_failing_health_check_rolls_back_by_itself(chain: Chain) -> None:
     assert status["other"]["state"] == "bad"
 
 
-def test_unmountable_root_rolls_back_by_itself(chain: Chain) -> None:
-    chain.publish("4.0.0")
-    old_boot = chain.sh(f"cat {BOOT_ID}").strip()
-    code, out = chain.keelctl("update --reboot")
-    assert code == 0, out
-    chain.wait_for_version("1.0.0", old_boot)
-    status = chain.status()
-    assert status["last_result"]["result"] == "rolled-back", status
-    assert status["last_result"]["version"] == "4.0.0"
-    assert "did not finish booting within 3 tries" in status["last_result"]["reason"]
-    assert chain.keelctl("check")[1].strip().startswith("up to date")
-
-
 def test_a_corrupted_slot_rolls_back_by_itself(chain: Chain) -> None:
     chain.publish("5.0.0")
     code, out = chain.keelctl("update")  # installed into slot b, checked, not booted
@@ -284,3 +271,4 @@ def test_a_corrupted_slot_rolls_back_by_itself(chain: Chain) -> None:
     assert status["last_result"]["result"] == "rolled-back", status
     assert status["last_result"]["version"] == "5.0.0"
     assert "did not finish booting within 3 tries" in status["last_result"]["reason"]
+    assert chain.keelctl("check")[1].strip().startswith("up to date")

@@ -26,6 +26,12 @@ class HangingClient:
     def close(self) -> None:
         self.closed.set()
 
+    def get_transport(self) -> HangingClient:
+        return self
+
+    def set_keepalive(self, interval: int) -> None:
+        self.keepalive = interval
+
 
 def test_a_command_whose_guest_went_away_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
     client = HangingClient()
@@ -36,3 +42,13 @@ def test_a_command_whose_guest_went_away_times_out(monkeypatch: pytest.MonkeyPat
         ssh.run_command(2222, Path("/nonexistent"), "cat /x", timeout=0.3)
     assert time.monotonic() - started < 5
     assert client.closed.is_set()
+
+
+def test_a_command_probes_its_guest_while_it_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A keepalive lets a reset from a rebooted guest end the wait early."""
+    client = HangingClient()
+    monkeypatch.setattr(ssh, "connect", lambda port, key: client)
+    monkeypatch.setattr(ssh, "GUARD_MARGIN", 0.0)
+    with pytest.raises(TimeoutError):
+        ssh.run_command(2222, Path("/nonexistent"), "true", timeout=0.1)
+    assert 0 < client.keepalive <= 30

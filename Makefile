@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 APT_PACKAGES = mmdebstrap erofs-utils dosfstools mtools fdisk e2fsprogs zstd xz-utils tar \
 	qemu-utils qemu-system-x86 ovmf openssh-client python3-venv make git \
-	busybox-static etcd-server cryptsetup-bin
+	busybox-static etcd-server cryptsetup-bin binutils sbsigntool systemd-boot-efi
 STAMP = $(VENV)/.keel-installed
 PYTEST_ARGS ?=
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from composer.build import uki
 from composer.build.pipeline import BuildResult, build_image
 from composer.core import commands
 from composer.core.paths import DEFAULT_IMAGE, OVERLAYS_DIR
@@ -51,10 +52,13 @@ def warm_rebuilds(out: Path, runs: int, definition: Path) -> list[float]:
 def artifact_sizes(out: Path) -> dict[str, float]:
     sizes = {
         "root_image_mib": out / "payload/root.erofs",
-        "initrd_mib": out / "payload/initrd.img",
+        "uki_mib": out / "payload/keel.efi",
         "qcow2_mib": out / "disk.qcow2",
     }
     figures = {name: round(path.stat().st_size / MIB, 1) for name, path in sizes.items()}
+    with tempfile.TemporaryDirectory() as scratch:
+        initrd = uki.dump_section(out / "payload/keel.efi", ".initrd", Path(scratch) / "initrd")
+        figures["initrd_mib"] = round(initrd.stat().st_size / MIB, 1)
     bundles = sorted((out / "bundle").glob("*.keelbundle")) if (out / "bundle").exists() else []
     if bundles:
         figures["bundle_mib"] = round(bundles[0].stat().st_size / MIB, 1)

@@ -110,6 +110,12 @@ def show_status(status: dict[str, Any]) -> str:
             if root_verity == "verified"
             else "root:     dm-verity found a CHANGED BLOCK in the booted slot"
         )
+    if "secure_boot" in status:
+        lines.append(
+            "boot:     Secure Boot on: the firmware started only what the owner's db key signed"
+            if status["secure_boot"]
+            else "boot:     Secure Boot off"
+        )
     var = status.get("var")
     if var:
         lines.append(

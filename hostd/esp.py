@@ -1,4 +1,4 @@
-"""The ESP as hostd changes it: per-slot kernel and initrd, and loader entries with
+"""The ESP as hostd changes it: per-slot unified kernel images, and loader entries with
 boot counters (naming in hostd/formats/bootentry.py, shared with the composer).
 
 Crash safety rests on two rules:
@@ -30,6 +30,7 @@ from hostd.formats.version import version_key
 ESP = Path("/efi")
 EFIVARS = Path("/sys/firmware/efi/efivars")
 LOADER_GUID = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"
+GLOBAL_GUID = "8be4df61-93ca-11d2-aa0d-00e098032b8c"  # the UEFI spec's own variables
 _ENTRY = re.compile(
     r"^keel-(?P<version>.+)-(?P<slot>[ab])(?:\+(?P<left>[0-9]+)(?:-(?P<done>[0-9]+))?)?\.conf$"
 )
@@ -108,14 +109,20 @@ class EspTree:
         (self.entries_dir / filename).unlink(missing_ok=True)
         fsync_dir(self.entries_dir)
 
+    def slot_uki(self, slot: str) -> Path:
+        return self.root / bootentry.uki_path(slot).lstrip("/")
+
+    def slot_boot_files_size(self, slot: str) -> int:
+        """Bytes the slot's boot files take (what removing them frees)."""
+        uki = self.slot_uki(slot)
+        return uki.stat().st_size if uki.exists() else 0
+
     def remove_slot_boot_files(self, slot: str) -> None:
         """Free the ESP space of a slot whose entries are gone (FAT is small)."""
-        for rel in (bootentry.kernel_path(slot), bootentry.initrd_path(slot)):
-            path = self.root / rel.lstrip("/")
-            path.unlink(missing_ok=True)
+        self.slot_uki(slot).unlink(missing_ok=True)
 
     def install_boot_file(self, rel: str, stream: Iterable[bytes], part: Part) -> None:
-        """Write kernel or initrd under a temporary name, verify, sync, rename."""
+        """Write a boot file under a temporary name, verify, sync, rename."""
         digest = hashlib.sha256()
         length = 0
         with replacing(self.root / rel.lstrip("/")) as handle:
@@ -197,3 +204,13 @@ def read_efi_string(name: str, efivars: Path = EFIVARS) -> str | None:
 def booted_entry_counting(efivars: Path = EFIVARS) -> bool:
     """Whether systemd-boot started this boot from an entry with a tries counter."""
     return read_efi_string("LoaderBootCountPath", efivars) is not None
+
+
+def secure_boot_enabled(efivars: Path = EFIVARS) -> bool:
+    """Whether the firmware enforces Secure Boot (SecureBoot: attributes, then one
+    byte, 1 when on)."""
+    try:
+        raw = (efivars / f"SecureBoot-{GLOBAL_GUID}").read_bytes()
+    except OSError:
+        return False
+    return len(raw) == 5 and raw[4] == 1

@@ -95,12 +95,20 @@ def _record(root: Path, state: dict[str, Any]) -> None:
 
 def booted_entry(root: Path) -> tuple[EspTree, Entry]:
     """The loader entry this boot came from: the booted slot's (keel.slot= on the
-    kernel command line) on the ESP. ConfigError if there is none to edit."""
+    kernel command line) on the ESP. ConfigError if there is none to edit, or if
+    Secure Boot is on: the unified kernel image then boots with its own signed command
+    line and ignores the entry's."""
     # Imported only for a config with kernelArguments: imports cost seconds at first
     # boot under emulation.
-    from hostd.esp import EspTree
+    from hostd.esp import EspTree, secure_boot_enabled
     from hostd.slots import cmdline_slot
 
+    if secure_boot_enabled(root / "sys/firmware/efi/efivars"):
+        raise ConfigError(
+            "kernelArguments cannot apply under Secure Boot: the kernel boots with the "
+            "signed command line of its unified kernel image; put the arguments in the "
+            "image definition's kernel.cmdline and build a new version"
+        )
     try:
         slot = cmdline_slot((root / "proc/cmdline").read_text())
     except OSError as error:

@@ -1,8 +1,11 @@
 """The two root slots: which one is booted, and writing a root image into the other.
 
-The booted slot is never written. hostd knows which one it is from two independent
-sources, the kernel command line (keel.slot=, written by the loader entry) and the
-block device actually mounted on /, and refuses to write anything when they disagree.
+The booted slot is never written. hostd knows which one it is from the block device
+actually mounted on / (through dm-verity, the partition under it) and, when the loader
+entry's options made the command line, from keel.slot= there too; it refuses to write
+anything when the two disagree. Under Secure Boot the command line is the unified
+kernel image's own, signed and the same for both slots, so it names no slot and the
+device alone tells (the initrd found it by the version's verity superblock).
 """
 
 from __future__ import annotations
@@ -86,12 +89,12 @@ def booted_slot(
     partlabels: Path = PARTLABELS,
     sys_block: Path = sysblock.SYS_DEV_BLOCK,
 ) -> str:
-    """The booted slot, confirmed by the kernel command line and the mounted device
-    (through dm-verity, the partition under it)."""
+    """The booted slot: the mounted device's (through dm-verity, the partition under
+    it), confirmed by the kernel command line's keel.slot= when it has one."""
     cmdline = cmdline if cmdline is not None else Path("/proc/cmdline").read_text()
     mountinfo = mountinfo if mountinfo is not None else Path("/proc/self/mountinfo").read_text()
     claimed = cmdline_slot(cmdline)
-    if claimed not in bootentry.SLOTS:
+    if claimed is not None and claimed not in bootentry.SLOTS:
         raise SlotError(f"the kernel command line names no Keel slot (keel.slot={claimed})")
     root = root_device_number(mountinfo)
     mounted = os.makedev(*sysblock.underlying(os.major(root), os.minor(root), sys_block))
@@ -101,12 +104,13 @@ def booted_slot(
         except OSError:
             continue
         if device == mounted:
-            if slot != claimed:
+            if claimed is not None and slot != claimed:
                 raise SlotError(
                     f"the command line says slot {claimed} but / is {bootentry.slot_label(slot)}"
                 )
             return slot
-    raise SlotError(f"/ is not mounted from {bootentry.slot_label(claimed)} (nor any slot)")
+    expected = bootentry.slot_label(claimed) if claimed else "a Keel root slot"
+    raise SlotError(f"/ is not mounted from {expected} (nor any slot)")
 
 
 def device_size(device: Path) -> int:

@@ -10,8 +10,8 @@ Order of an update, each step persisted before the next (see hostd/state.py):
             is half written
   write     stream the root image through zstd into the inactive slot, fsync, read
             it back from the disk and compare its sha256
-  install   kernel and initrd to the ESP (temporary name, verify, fsync, rename),
-            then the loader entry with a fresh tries counter, last
+  install   the unified kernel image to the ESP (temporary name, verify, fsync,
+            rename), then the loader entry with a fresh tries counter, last
   reboot    now, in the maintenance window, or when the operator says so
 """
 
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from hostd import cmdline, fleet, growvar, integrity, slots
-from hostd.esp import Entry, EspTree
+from hostd.esp import Entry, EspTree, secure_boot_enabled
 from hostd.files import UnsafeFile, empty_folder, free_bytes, fresh_private_folder, open_untrusted
 from hostd.formats import bootentry, verity
 from hostd.formats.bundle import Bundle, BundleError, chunks
@@ -86,6 +86,8 @@ class HostPaths:
     var_sizes: Callable[[], dict[str, Any]] = field(default=growvar.summary)
     # The booted root's dm-verity state: verified, corrupted, or None (hostd/integrity.py).
     root_verity: Callable[[], str | None] = field(default=integrity.root_verity)
+    # Whether the firmware enforces Secure Boot (its SecureBoot variable).
+    secure_boot: Callable[[], bool] = field(default=lambda: secure_boot_enabled())
 
 
 # Seconds between answering an update or rollback and rebooting.
@@ -172,14 +174,9 @@ class Updater:
                 f"the root image ({info.root.size} bytes) does not fit slot {slot} "
                 f"({capacity} bytes)"
             )
-        needed = info.kernel.size + info.initrd.size + ESP_MARGIN
-        reclaimable = sum(
-            (self.esp.root / rel.lstrip("/")).stat().st_size
-            for rel in (bootentry.kernel_path(slot), bootentry.initrd_path(slot))
-            if (self.esp.root / rel.lstrip("/")).exists()
-        )
-        if needed > self.esp.free_bytes() + reclaimable:
-            raise Refused(f"the ESP has no room for the kernel and initrd ({needed} bytes)")
+        needed = info.uki.size + ESP_MARGIN
+        if needed > self.esp.free_bytes() + self.esp.slot_boot_files_size(slot):
+            raise Refused(f"the ESP has no room for the unified kernel image ({needed} bytes)")
 
     def _check_version(self, state: UpdateState, version: str) -> None:
         if version in state.failed_versions:
@@ -423,14 +420,11 @@ class Updater:
     def _install_boot_files(
         self, state: UpdateState, bundle: Bundle, version: str, slot: str
     ) -> None:
-        """Kernel and initrd onto the ESP, then, last, the loader entry that boots them."""
+        """The UKI onto the ESP, then, last, the loader entry that boots it."""
         state = self.store.transition(state, Phase.INSTALLING)
         info = bundle.info
         self.esp.install_boot_file(
-            bootentry.kernel_path(slot), chunks(bundle.open_member(info.kernel)), info.kernel
-        )
-        self.esp.install_boot_file(
-            bootentry.initrd_path(slot), chunks(bundle.open_member(info.initrd)), info.initrd
+            bootentry.uki_path(slot), chunks(bundle.open_member(info.uki)), info.uki
         )
         words = self._with_host_arguments(clean_cmdline(info.cmdline))
         entry = bootentry.BootEntry(info.name, version, slot, words)
@@ -670,6 +664,7 @@ class Updater:
             "policy": policy,
             "var": self._var_sizes(),
             "root_verity": self.paths.root_verity(),
+            "secure_boot": self.paths.secure_boot(),
             "fleet": self.fleet.status(),
         }
 

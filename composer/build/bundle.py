@@ -3,9 +3,9 @@
 A bundle is an uncompressed POSIX tar (ustar) with exactly these members, in this order:
 
     bundle.json      what follows: name, version, architecture, kernel, sizes, sha256
-    root.erofs.zst   the root filesystem image, zstd-compressed
-    vmlinuz          the kernel (already compressed by the kernel build)
-    initrd.img       the initrd (already compressed by initramfs-tools)
+    root.erofs.zst   the root filesystem image (and its dm-verity tree), zstd-compressed
+    keel.efi         the unified kernel image (kernel and initrd already compressed),
+                     signed for Secure Boot when the build was
 
 bundle.json comes first so a host reading the tar as a stream knows what to expect
 before any byte of the root image arrives; sizes and sha256 are those of the

@@ -38,15 +38,14 @@ def check_root(defn: ImageDefinition, root_image_size: int) -> None:
     _check_fits(defn, "root", root_image_size, defn.partitions.root, "the root filesystem")
 
 
-def check_esp(defn: ImageDefinition, esp_content: int, kernel_and_initrd: int) -> None:
-    """The ESP holds its first content plus, during an update, the other slot's kernel
-    and initrd."""
+def check_esp(defn: ImageDefinition, esp_content: int, uki: int) -> None:
+    """The ESP holds its first content plus, during an update, the other slot's UKI."""
     _check_fits(
         defn,
         "esp",
-        esp_content + kernel_and_initrd + ESP_OVERHEAD,
+        esp_content + uki + ESP_OVERHEAD,
         defn.partitions.esp,
-        "the ESP (two slots' kernel and initrd)",
+        "the ESP (two slots' unified kernel images)",
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -26,8 +27,14 @@ def cmd_build(args: argparse.Namespace) -> int:
     from composer.build.pipeline import build_image
 
     commands.echo_commands = not args.json
+    if args.keys is not None:
+        use_key_folder(args.keys)
     result = build_image(
-        args.definition, out_dir=args.out, quiet=args.json, keep_work=args.keep_work
+        args.definition,
+        out_dir=args.out,
+        quiet=args.json,
+        keep_work=args.keep_work,
+        keys=args.keys,
     )
     if args.json:
         print(
@@ -53,6 +60,21 @@ def cmd_build(args: argparse.Namespace) -> int:
     for a in result.artifacts:
         print(f"{a.name:<{width}}  {human_size(a.size):>10}  {a.sha256}")
     return 0
+
+
+def use_key_folder(keys: Path) -> None:
+    """--keys DIR: DIR/root.json is the trust root, unless the definition's update.root
+    names one (it still wins, as over $KEEL_UPDATE_ROOT, which --keys replaces)."""
+    from composer.core.errors import KeelError
+    from composer.publish.keys import ROOT_METADATA
+
+    if not keys.is_dir():
+        raise KeelError(
+            f"--keys {keys}: no such folder", hint="make one with `keel keygen --out DIR`"
+        )
+    root = keys / ROOT_METADATA
+    if root.is_file():
+        os.environ["KEEL_UPDATE_ROOT"] = str(root.absolute())
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -85,6 +107,13 @@ def register(verbs: VerbGroup) -> None:
     build.add_argument("--out", type=Path, help="output folder (default build/NAME/VERSION)")
     build.add_argument("--json", action="store_true", help="print the result as JSON, no progress")
     build.add_argument("--keep-work", action="store_true", help="keep the staging tree (.work/)")
+    build.add_argument(
+        "--keys",
+        type=Path,
+        metavar="DIR",
+        help="the folder `keel keygen` wrote: its root.json becomes the update trust root, "
+        "and its secure-boot/ keys sign the boot chain (boot.secure_boot)",
+    )
     build.set_defaults(func=cmd_build)
 
     check = verbs.add_parser("doctor", help="list missing host tools and their Debian packages")

@@ -17,6 +17,7 @@ from composer.build.finalize import Finalized
 from composer.build.partitions import DiskPlan
 from composer.core.paths import PROJECT_ROOT
 from composer.core.progress import Progress
+from composer.publish.secureboot import SecureBootKeys
 from composer.definition.model import ImageDefinition
 from hostd.formats.verity import Verity
 
@@ -52,6 +53,8 @@ class BuildContext:
     packages_from_cache: bool = False
     # The root image's dm-verity root hash and layout (boot.verity), set by root_step.
     root_verity: Verity | None = None
+    # The owner's Secure Boot keys when the build signs the boot chain (boot.secure_boot).
+    secure_boot_keys: SecureBootKeys | None = None
     _finalized: Finalized | None = None
 
     @property
@@ -103,12 +106,10 @@ class BuildContext:
         return self.payload_dir / "root.erofs"
 
     @property
-    def kernel(self) -> Path:
-        return self.payload_dir / "vmlinuz"
-
-    @property
-    def initrd(self) -> Path:
-        return self.payload_dir / "initrd.img"
+    def uki(self) -> Path:
+        """The unified kernel image: stub, kernel, initrd and command line, signed for
+        Secure Boot when the build has the keys."""
+        return self.payload_dir / "keel.efi"
 
     @property
     def payload_json(self) -> Path:
@@ -135,6 +136,11 @@ class BuildContext:
     def bundle(self) -> Path:
         defn = self.definition
         return self.bundle_dir / bundle_file_name(defn.name, defn.version, defn.debian.architecture)
+
+    @property
+    def secure_boot_dir(self) -> Path:
+        """The certificates a machine's firmware is enrolled with (signed builds only)."""
+        return self.out / "secure-boot"
 
     @property
     def docker_tls_client_dir(self) -> Path:

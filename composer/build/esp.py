@@ -1,5 +1,7 @@
-"""The EFI System Partition's content: systemd-boot, and per populated slot the kernel,
-the initrd and a loader entry with a tries counter (naming scheme: hostd/bootentry.py)."""
+"""The EFI System Partition's content: systemd-boot, and per populated slot the unified
+kernel image and a loader entry with a tries counter (naming scheme:
+hostd/formats/bootentry.py). A Secure Boot build signs systemd-boot here (the UKI was
+signed when it was made) and leaves the certificates beside the disk for enrolling."""
 
 from __future__ import annotations
 
@@ -12,7 +14,10 @@ from composer.build.context import FIRST_SLOT
 from composer.build.filesystems import make_vfat, tree_size
 from composer.build.partitions import stable_uuid
 from composer.core.errors import KeelError
+from composer.build.uki import sign
 from composer.definition.model import ImageDefinition
+from composer.publish import secureboot
+from composer.publish.secureboot import SecureBootKeys
 from hostd.formats import bootentry
 
 if TYPE_CHECKING:
@@ -27,9 +32,9 @@ def populate_esp(
     esp: Path,
     *,
     slot: str,
-    kernel: Path,
-    initrd: Path,
+    uki: Path,
     cmdline: tuple[str, ...],
+    keys: SecureBootKeys | None = None,
 ) -> Path:
     """Lay out the ESP in the directory esp, using the bootloader from the image itself."""
     bootloader = tree / SYSTEMD_BOOT
@@ -45,14 +50,13 @@ def populate_esp(
     for dest in ("EFI/BOOT/BOOTX64.EFI", "EFI/systemd/systemd-bootx64.efi"):
         (esp / dest).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(bootloader, esp / dest)
+        if keys is not None:
+            sign(esp / dest, keys.db_key, keys.db_cert)
     (esp / "loader/entries").mkdir(parents=True)
     (esp / "loader/loader.conf").write_text(bootentry.loader_conf())
-    for source, dest in (
-        (kernel, bootentry.kernel_path(slot)),
-        (initrd, bootentry.initrd_path(slot)),
-    ):
-        (esp / dest.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, esp / dest.lstrip("/"))
+    slot_uki = esp / bootentry.uki_path(slot).lstrip("/")
+    slot_uki.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(uki, slot_uki)
     entry = bootentry.BootEntry(defn.name, defn.version, slot, cmdline)
     (esp / "loader/entries" / bootentry.entry_filename(defn.version, slot)).write_text(
         entry.render()
@@ -61,21 +65,23 @@ def populate_esp(
 
 
 def step(ctx: BuildContext) -> None:
-    """The ESP image of a new disk: the first slot's boot files, and room for a second
-    slot's kernel and initrd."""
+    """The ESP image of a new disk: the first slot's UKI, and room for a second
+    slot's."""
     defn = ctx.definition
-    final = ctx.finalized
+    keys = ctx.secure_boot_keys
     populate_esp(
         defn,
         ctx.tree,
         ctx.esp_tree,
         slot=FIRST_SLOT,
-        kernel=final.kernel,
-        initrd=final.initrd,
+        uki=ctx.uki,
         cmdline=ctx.kernel_cmdline,
+        keys=keys,
     )
-    boot_files = final.kernel.stat().st_size + final.initrd.stat().st_size
-    capacity.check_esp(defn, tree_size(ctx.esp_tree), boot_files)
+    shutil.rmtree(ctx.secure_boot_dir, ignore_errors=True)  # an earlier build's
+    if keys is not None:
+        secureboot.copy_certificates(keys, ctx.out)
+    capacity.check_esp(defn, tree_size(ctx.esp_tree), ctx.uki.stat().st_size)
     make_vfat(
         ctx.esp_tree,
         ctx.esp_image,

@@ -110,8 +110,8 @@ def _clamp_ext4_change_times(tree: Path, image: Path, epoch: int) -> None:
 
 def root_step(ctx: BuildContext) -> None:
     """The root image (with its dm-verity tree appended, unless boot.verity is off),
-    checked against its slot, and the kernel and initrd beside it: the slot payload an
-    update installs."""
+    checked against its slot: with the UKI (composer/build/uki.py), the slot payload
+    an update installs."""
     defn = ctx.definition
     ctx.payload_dir.mkdir(parents=True, exist_ok=True)
     make_erofs(
@@ -125,8 +125,6 @@ def root_step(ctx: BuildContext) -> None:
     size = ctx.root_image.stat().st_size
     capacity.remember_root_size(defn, size)
     capacity.check_root(defn, size)
-    shutil.copyfile(ctx.finalized.kernel, ctx.kernel)
-    shutil.copyfile(ctx.finalized.initrd, ctx.initrd)
 
 
 def var_step(ctx: BuildContext) -> None:

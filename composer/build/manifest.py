@@ -118,7 +118,7 @@ def write_json(path: Path, data: dict[str, Any]) -> Path:
 def step(ctx: BuildContext) -> None:
     """payload.json for the slot payload, then manifest.json for the whole build."""
     defn, final = ctx.definition, ctx.finalized
-    files = {"root": ctx.root_image, "kernel": ctx.kernel, "initrd": ctx.initrd}
+    files = {"root": ctx.root_image, "uki": ctx.uki}
     payload = payload_metadata(defn, final.kernel_version, ctx.kernel_cmdline, files)
     write_json(ctx.payload_json, payload)
     data = build_manifest(

@@ -29,14 +29,19 @@ from composer.build import (
     privatekeys,
     render,
     trust,
+    uki,
     unpack,
 )
 from composer.build.context import BuildContext, source_date_epoch
 from composer.build.partitions import plan_disk
 from composer.build.runtime import containers, dockertls, engine, provisioning
+from composer.core.errors import KeelError
 from composer.core.paths import build_root
 from composer.core.progress import Progress
 from composer.definition.load import definition_digest, load_definition
+from composer.definition.model import ImageDefinition
+from composer.publish import secureboot
+from composer.publish.secureboot import SecureBootKeys
 
 Step = Callable[[BuildContext], None]
 
@@ -58,6 +63,7 @@ STEPS: tuple[tuple[str, Step], ...] = (
     ("finalize tree", finalize.step),
     ("check that no private key is in the image", privatekeys.step),
     ("make root filesystem (erofs)", filesystems.root_step),
+    ("make unified kernel image (systemd-stub)", uki.step),
     ("make ESP (vfat, systemd-boot)", esp.step),
     ("make var filesystem (ext4)", filesystems.var_step),
     ("assemble disk (GPT)", disk.assemble_step),
@@ -86,11 +92,19 @@ class BuildResult:
 
 
 def build_image(
-    definition: Path, *, out_dir: Path | None = None, quiet: bool = False, keep_work: bool = False
+    definition: Path,
+    *,
+    out_dir: Path | None = None,
+    quiet: bool = False,
+    keep_work: bool = False,
+    keys: Path | None = None,
 ) -> BuildResult:
+    """Build the image; keys is the folder `keel keygen` wrote (its Secure Boot keys
+    sign the boot chain; its root.json is the trust root, see composer/build/cli.py)."""
     progress = Progress(quiet=quiet)
     with progress.step("load definition"):
         ctx = prepare(definition, out_dir, progress)
+        ctx.secure_boot_keys = signing_keys(ctx.definition, keys)
     for title, step in STEPS:
         with progress.step(title):
             step(ctx)
@@ -124,13 +138,33 @@ def prepare(definition: Path, out_dir: Path | None, progress: Progress) -> Build
     return ctx
 
 
+def signing_keys(defn: ImageDefinition, keys: Path | None) -> SecureBootKeys | None:
+    """The Secure Boot keys this build signs with, as boot.secure_boot decides (unset:
+    sign when the key folder has them)."""
+    wanted = defn.boot.secure_boot
+    found = secureboot.load(keys) if keys is not None and wanted is not False else None
+    if wanted and found is None:
+        where = f"{keys} has no {secureboot.FOLDER}/ folder" if keys else "no --keys folder given"
+        raise KeelError(
+            f"{defn.source}: boot.secure_boot is true, but {where}",
+            hint="make the keys with `keel keygen --out DIR --secure-boot`, then "
+            "`keel build --keys DIR`",
+        )
+    if found is not None and not defn.boot.verity:
+        raise KeelError(
+            f"{defn.source}: Secure Boot keys were given but boot.verity is false: a signed "
+            "boot chain would start an unverified root",
+            hint="set boot.verity to true, or boot.secure_boot to false",
+        )
+    return found
+
+
 def _artifacts(ctx: BuildContext) -> tuple[Artifact, ...]:
     files = (
         ctx.disk_raw,
         ctx.disk_qcow2,
         ctx.root_image,
-        ctx.kernel,
-        ctx.initrd,
+        ctx.uki,
         ctx.manifest,
         ctx.bundle,
     )

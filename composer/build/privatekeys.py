@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from composer.build import uki
 from composer.core import commands
 from composer.core.errors import KeelError
 from hostd.formats import bundle as bundle_format
@@ -232,6 +233,16 @@ def scan_initrd(initrd: Path) -> list[Finding]:
     ]
 
 
+def scan_uki(efi: Path) -> list[Finding]:
+    """Every private key in a unified kernel image: in its bytes, and in the files of
+    its initrd (compressed inside it, so unpacked first)."""
+    findings = [Finding("", kind) for kind in _keys_in_file(efi)]
+    with tempfile.TemporaryDirectory() as scratch:
+        initrd = uki.dump_section(efi, ".initrd", Path(scratch) / "initrd.img")
+        findings += _inside("initrd.img", scan_initrd(initrd))
+    return findings
+
+
 # The role of each payload member of a bundle: how it is scanned.
 BUNDLE_ROLES = {member: role for role, (member, _) in bundle_format.PAYLOAD_MEMBERS.items()}
 
@@ -261,8 +272,8 @@ def _scan_member(packed: Path, role: str | None, name: str) -> list[Finding]:
         unpacked.rename(packed)
     if role == "root":
         return _inside(name, scan_erofs(packed))
-    if role == "initrd":
-        return _inside(name, scan_initrd(packed))
+    if role == "uki":
+        return _inside(name, scan_uki(packed))
     return [Finding(name, kind) for kind in _keys_in_file(packed)]
 
 

@@ -46,7 +46,23 @@ def check_resolved(
         *_excluded_module_problems(resolved, document),
         *_file_problems(resolved, document),
         *_trust_root_problems(resolved, document),
+        *_secure_boot_problems(resolved, document),
     ]
+
+
+def _secure_boot_problems(resolved: dict[str, Any], document: Document) -> list[Problem]:
+    boot = resolved["boot"]
+    if boot["secure_boot"] is True and not boot["verity"]:
+        path = ("boot", "secure_boot")
+        return [
+            Problem(
+                document.origin(path),
+                "field 'boot.secure_boot' is true but 'boot.verity' is false: under Secure "
+                "Boot the signed command line vouches for the root slot through its "
+                "dm-verity root hash; set boot.verity to true",
+            )
+        ]
+    return []
 
 
 def parse_size(value: int | str) -> int:

@@ -45,6 +45,8 @@ class Kernel:
 class Boot:
     # The root slot through dm-verity, its root hash on the kernel command line.
     verity: bool
+    # Sign the boot chain for Secure Boot; None: when the build has Secure Boot keys.
+    secure_boot: bool | None
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,15 @@ class SecureBootKeys:
     def certificate(self, name: str) -> Path:
         return self.folder / f"{name}.crt"
 
+    # db signs what the firmware starts: systemd-boot and the UKIs.
+    @property
+    def db_key(self) -> Path:
+        return self.key("db")
+
+    @property
+    def db_cert(self) -> Path:
+        return self.certificate("db")
+
 
 def _write(path: Path, data: bytes, mode: int) -> None:
     # O_EXCL: never overwrite a key, even if one appeared since we looked.
@@ -93,3 +102,43 @@ def generate(key_dir: Path, owner: str, *, now: datetime | None = None) -> Secur
         _write(keys.certificate(name), certificate.public_bytes(serialization.Encoding.PEM), 0o644)
     _write(folder / OWNER_GUID, f"{keys.owner_guid}\n".encode(), 0o644)
     return keys
+
+
+def load(key_dir: Path) -> SecureBootKeys | None:
+    """The Secure Boot keys in key_dir/secure-boot/, or None if there is no such folder;
+    KeelError if it is there but incomplete."""
+    folder = key_dir / FOLDER
+    if not folder.is_dir():
+        return None
+    try:
+        owner = (folder / OWNER_GUID).read_text().strip()
+        uuid.UUID(owner)
+    except (OSError, ValueError) as error:
+        raise KeelError(
+            f"{folder / OWNER_GUID} is missing or not a GUID ({error})",
+            hint="`keel keygen --secure-boot` writes the whole folder",
+        ) from None
+    keys = SecureBootKeys(folder, owner)
+    missing = [
+        str(path)
+        for name in KEYS
+        for path in (keys.key(name), keys.certificate(name))
+        if not path.is_file()
+    ]
+    if missing:
+        raise KeelError(
+            f"the Secure Boot keys in {folder} are incomplete: {', '.join(missing)} missing",
+            hint="`keel keygen --secure-boot` writes the whole folder",
+        )
+    return keys
+
+
+def copy_certificates(keys: SecureBootKeys, dest: Path) -> Path:
+    """The public half (certificates and owner GUID) into dest/secure-boot/, for
+    enrolling a machine (`keel run --secure-boot`, docs/operations.md)."""
+    folder = dest / FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in KEYS:
+        (folder / f"{name}.crt").write_bytes(keys.certificate(name).read_bytes())
+    (folder / OWNER_GUID).write_text(f"{keys.owner_guid}\n")
+    return folder

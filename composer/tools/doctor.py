@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +28,21 @@ TOOLS = (
     Tool("tar", "tar", "keel build: unpack the cached root tree"),
     Tool("zstd", "zstd", "keel build: compression"),
     Tool("xz", "xz-utils", "keel build: recompress kernel modules (xz to zstd)"),
+    Tool("objcopy", "binutils", "keel build: assemble unified kernel images"),
+    Tool("objdump", "binutils", "keel build: unified kernel image layout"),
+    Tool("sbsign", "sbsigntool", "keel build --keys: sign for Secure Boot"),
     Tool("qemu-system-x86_64", "qemu-system-x86", "keel run: boot images"),
     Tool("ssh", "openssh-client", "keel ssh"),
 )
 
-FILES = ((Path("/usr/share/OVMF/OVMF_CODE_4M.fd"), "ovmf", "keel run: UEFI firmware"),)
+FILES = (
+    (Path("/usr/share/OVMF/OVMF_CODE_4M.fd"), "ovmf", "keel run: UEFI firmware"),
+    (
+        Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"),
+        "ovmf",
+        "keel run --secure-boot: UEFI firmware with Secure Boot",
+    ),
+)
 
 
 def missing_tools() -> list[tuple[str, str, str]]:
@@ -43,13 +54,31 @@ def missing_tools() -> list[tuple[str, str, str]]:
     return missing
 
 
+def virt_fw_vars_missing() -> bool:
+    """virt-fw-vars comes with Keel's Python dependency virt-firmware, not from a Debian
+    package: only a broken install lacks it."""
+    try:
+        return importlib.util.find_spec("virt.firmware.vars") is None
+    except ImportError:  # its parent package, virt, is missing
+        return True
+
+
 def report() -> tuple[str, int]:
-    missing = missing_tools()
-    if not missing:
+    missing, vars_missing = missing_tools(), virt_fw_vars_missing()
+    if not missing and not vars_missing:
         return f"all {len(TOOLS) + len(FILES)} host tools are present", 0
-    width = max(len(m[0]) for m in missing)
-    lines = [f"missing {len(missing)} host tool(s):"]
-    lines += [f"  {what:<{width}}  apt-get install {pkg:<16} ({why})" for what, pkg, why in missing]
-    packages = " ".join(sorted({m[1] for m in missing}))
-    lines.append(f"install them all: apt-get install --no-install-recommends {packages}")
+    lines = []
+    if missing:
+        width = max(len(m[0]) for m in missing)
+        lines.append(f"missing {len(missing)} host tool(s):")
+        lines += [
+            f"  {what:<{width}}  apt-get install {pkg:<16} ({why})" for what, pkg, why in missing
+        ]
+        packages = " ".join(sorted({m[1] for m in missing}))
+        lines.append(f"install them all: apt-get install --no-install-recommends {packages}")
+    if vars_missing:
+        lines.append(
+            "missing virt-fw-vars (keel run --secure-boot: enroll keys): it comes with "
+            "Keel's Python package virt-firmware; reinstall Keel with `make setup`"
+        )
     return "\n".join(lines), 1

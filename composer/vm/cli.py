@@ -64,6 +64,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         config=args.config,
         boot_timeout=args.timeout,
         extra_disks=tuple(args.disk or ()),
+        secure_boot=args.secure_boot,
     )
     if args.config is not None and not args.config.is_file():
         raise KeelError(f"config file not found: {args.config}")
@@ -244,6 +245,14 @@ def _register_run(subparsers: VerbGroup) -> None:
         help="attach FILE (qcow2 or raw) as one more virtio disk: /dev/vdb, then /dev/vdc, "
         "... in the guest (make a blank one with `qemu-img create -f qcow2 FILE 1G`); "
         "repeatable",
+    )
+    p.add_argument(
+        "--secure-boot",
+        action=argparse.BooleanOptionalAction,
+        help="boot with UEFI Secure Boot: OVMF's Secure Boot firmware (SMM) and NVRAM "
+        "enrolled with the image's PK, KEK and db, for an image built with `keel build --keys "
+        "DIR` (DIR/secure-boot/ from `keel keygen --secure-boot`); off for a new VM, and a VM "
+        "started again by --name keeps its setting",
     )
     p.add_argument(
         "--timeout",

@@ -13,6 +13,7 @@ QEMU = "qemu-system-x86_64"
 # The guest reads its provisioning config under either name (Keel's and CoreOS's).
 FW_CFG_CONFIG = "opt/org.keel/config"
 FW_CFG_DEBUG_SHELL = "opt/org.keel/debug-shell"
+SECURE_FLASH = "driver=cfi.pflash01,property=secure,value=on"
 
 
 @dataclass(frozen=True)
@@ -57,10 +58,14 @@ def _option_value(value: object) -> str:
 def qemu_argv(spec: VmSpec) -> list[str]:
     vm = spec.vm
     accel = ["-accel", "kvm", "-cpu", "host"] if spec.accel == "kvm" else ["-accel", "tcg"]
+    secure_boot = spec.firmware.secure_boot
     argv = [
         QEMU,
         "-name", f"keel-{vm.name},process=keel-{vm.name}",
-        "-machine", "q35,smm=off",
+        "-machine", f"q35,smm={'on' if secure_boot else 'off'}",
+        # Secure Boot: only SMM code may write the flash, so the guest OS cannot replace
+        # the enrolled keys (edk2's OvmfPkg README).
+        *(["-global", SECURE_FLASH] if secure_boot else []),
         # The chipset's TCO watchdog (iTCO_wdt in the guest, petted by PID 1) resets a
         # hung guest only with the "no reboot" strap off, as on real boards. QEMU 7.2's
         # q35 sets it, which left a panicked guest hanging for good (seen here).

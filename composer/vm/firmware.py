@@ -21,6 +21,9 @@ DESCRIPTOR_DIRS = (
 )
 
 INSTALL_HINT = "install the Debian package `ovmf` (it ships OVMF and its QEMU descriptors)"
+# A Secure Boot build must keep its variables in SMM-only flash: without SMM the guest
+# OS could rewrite the enrolled keys, so Keel never takes one without the other.
+SECURE_BOOT_FEATURES = frozenset({"secure-boot", "requires-smm"})
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,8 @@ class Firmware:
     descriptor: Path
     code: Path
     vars_template: Path
+    # Secure Boot capable; needs a machine with SMM and the flash guarded by it.
+    secure_boot: bool = False
 
 
 def _descriptor_files(dirs: tuple[Path, ...]) -> list[Path]:
@@ -43,12 +48,16 @@ def _descriptor_files(dirs: tuple[Path, ...]) -> list[Path]:
     return [by_name[name] for name in sorted(by_name)]
 
 
-def parse_descriptor(path: Path, machine: str = "pc-q35-7.2") -> Firmware | None:
+def parse_descriptor(
+    path: Path, machine: str = "pc-q35-7.2", secure_boot: bool = False
+) -> Firmware | None:
     """The firmware in one descriptor if Keel can use it, else None.
 
     Usable: UEFI for x86_64 on a q35 machine, split flash (code + vars template) in raw
-    format, and no Secure Boot or SMM requirement: Keel's images are not signed, and SMM
-    would need extra machine options for no gain in a test VM.
+    format, and no pre-enrolled keys: Keel enrolls the image's own, and distribution or
+    Microsoft keys would let the firmware start loaders the image owner never signed.
+    With secure_boot, Secure Boot with SMM; without, neither: SMM needs extra machine
+    options for no gain in a VM that checks no signatures.
     """
     try:
         data = json.loads(path.read_text())
@@ -57,7 +66,10 @@ def parse_descriptor(path: Path, machine: str = "pc-q35-7.2") -> Firmware | None
     if not isinstance(data, dict) or "uefi" not in data.get("interface-types", []):
         return None
     features = set(data.get("features", []))
-    if features & {"secure-boot", "requires-smm", "enrolled-keys"}:
+    if "enrolled-keys" in features:
+        return None
+    wanted = SECURE_BOOT_FEATURES if secure_boot else frozenset()
+    if (features & SECURE_BOOT_FEATURES) != wanted:
         return None
     if not any(
         target.get("architecture") == "x86_64"
@@ -74,17 +86,21 @@ def parse_descriptor(path: Path, machine: str = "pc-q35-7.2") -> Firmware | None
         return None
     if executable.get("format", "raw") != "raw" or template.get("format", "raw") != "raw":
         return None
-    return Firmware(path, Path(executable["filename"]), Path(template["filename"]))
+    return Firmware(path, Path(executable["filename"]), Path(template["filename"]), secure_boot)
 
 
-def find_firmware(dirs: tuple[Path, ...] = DESCRIPTOR_DIRS) -> Firmware:
-    """The highest-priority usable firmware whose files exist."""
+def find_firmware(dirs: tuple[Path, ...] = DESCRIPTOR_DIRS, secure_boot: bool = False) -> Firmware:
+    """The highest-priority usable firmware whose files exist, with Secure Boot or without."""
     for file in _descriptor_files(dirs):
-        firmware = parse_descriptor(file)
+        firmware = parse_descriptor(file, secure_boot=secure_boot)
         if firmware and firmware.code.is_file() and firmware.vars_template.is_file():
             return firmware
     searched = ", ".join(str(d) for d in dirs)
+    if secure_boot:
+        wanted = "with Secure Boot and SMM, keys not enrolled"
+        hint = f"{INSTALL_HINT}; Debian's Secure Boot build is OVMF_CODE_4M.secboot.fd"
+    else:
+        wanted, hint = "no Secure Boot", INSTALL_HINT
     raise KeelError(
-        f"no usable UEFI firmware found (x86_64, q35, no Secure Boot) in {searched}",
-        hint=INSTALL_HINT,
+        f"no usable UEFI firmware found (x86_64, q35, {wanted}) in {searched}", hint=hint
     )

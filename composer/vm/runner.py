@@ -23,7 +23,7 @@ from pathlib import Path
 from composer.core import commands
 from composer.core.errors import KeelError
 from composer.core.paths import build_root
-from composer.vm import bootlog, command, firmware, ignition, keys, qmp, ssh, state
+from composer.vm import bootlog, command, firmware, ignition, keys, qmp, secureboot, ssh, state
 from composer.vm.accel import choose_accel
 from composer.vm.console import tail
 from composer.vm.image import disk_format, image_label, resolve_disk
@@ -69,6 +69,9 @@ class RunOptions:
     # the one on its ESP (keel/provision.ign, `keel install --config`) or its baked
     # one. SSH logins then need the VM key (its folder's id_ed25519.pub) in that config.
     fw_cfg_config: bool = True
+    # UEFI Secure Boot with the image's own keys enrolled (the image must be signed).
+    # None: a VM started again by name keeps its setting, a new VM boots without.
+    secure_boot: bool | None = None
 
 
 @dataclass
@@ -108,9 +111,16 @@ def _die_with_parent() -> None:
 
 def _prepare(vm: VmDir, disk: Path, fw: firmware.Firmware, config: Path | None) -> bool:
     """Create what the folder lacks; return whether the guest config holds the VM key."""
+    # Without state.json the folder is left by a start that failed early, and its NVRAM
+    # may be for the other firmware: it is made again.
+    new_nvram = not (vm.nvram.exists() and vm.state_file.exists())
+    # Looked up before the folder is made, so an unsigned image leaves no VM behind.
+    certificates = secureboot.image_certificates(disk) if fw.secure_boot and new_nvram else None
     vm.create()
     vm.check_socket_paths()
-    if not vm.nvram.exists():
+    if certificates is not None:
+        secureboot.write_enrolled_vars(fw.vars_template, certificates, vm.nvram)
+    elif new_nvram:
         shutil.copyfile(fw.vars_template, vm.nvram)
     if not vm.overlay.exists():
         commands.run(
@@ -139,6 +149,13 @@ def _reuse_or_new(root: Path, options: RunOptions) -> tuple[VmDir, Path]:
         if options.image is not None and resolve_disk(options.image, build_root()) != disk:
             raise KeelError(
                 f"VM {vm.name!r} was created from {disk}, not {options.image}",
+                hint=f"`keel rm {vm.name}` first, or choose another --name",
+            )
+        if options.secure_boot is not None and options.secure_boot != previous.secure_boot:
+            # Its NVRAM was made for one firmware: enrolled keys, or an empty store.
+            made = "with" if previous.secure_boot else "without"
+            raise KeelError(
+                f"VM {vm.name!r} was created {made} Secure Boot",
                 hint=f"`keel rm {vm.name}` first, or choose another --name",
             )
         if not disk.is_file():
@@ -204,14 +221,19 @@ def start(
     """Boot a VM and return once SSH answers; on any failure no QEMU is left running."""
     started_at = time.time()
     vm, disk = _reuse_or_new(root, options)
-    if not options.extra_disks and vm.state_file.exists():
+    if vm.state_file.exists():
+        # A VM started again keeps its Secure Boot setting, and its disks if none are given.
+        previous = state.load(vm)
         options = dataclasses.replace(
-            options, extra_disks=tuple(Path(p) for p in state.load(vm).extra_disks)
+            options,
+            extra_disks=options.extra_disks or tuple(Path(p) for p in previous.extra_disks),
+            secure_boot=previous.secure_boot,
         )
     disks = extra_disks(options.extra_disks, disk)  # checked before the folder is made
-    fw = firmware.find_firmware()
+    fw = firmware.find_firmware(secure_boot=bool(options.secure_boot))
     accel, reason = choose_accel(options.accel)
-    say(f"==> VM {vm.name}: {image_label(disk)}, accel {accel} ({reason})")
+    secure = ", Secure Boot" if fw.secure_boot else ""
+    say(f"==> VM {vm.name}: {image_label(disk)}{secure}, accel {accel} ({reason})")
     has_key = _prepare(vm, disk, fw, options.config)
     if not has_key:
         say(
@@ -228,6 +250,7 @@ def start(
         started_at=started_at,
         config_file=str(options.config.absolute()) if options.config else "",
         extra_disks=[str(d.path) for d in disks],
+        secure_boot=fw.secure_boot,
     )
     sshd_watch = bootlog.SshdStartWatch(vm.serial_log)
     process = _start_qemu(vm, vm_state, fw, options, launch, port_picker, disks)

@@ -32,6 +32,9 @@ class VmState:
     config_file: str = ""
     qemu_argv: list[str] = field(default_factory=list)
     extra_disks: list[str] = field(default_factory=list)  # absolute paths, in order
+    # Fixed when the VM is made: its NVRAM was made for one firmware (state files from
+    # before Secure Boot support read as False, which they were).
+    secure_boot: bool = False
 
 
 def save(vm: VmDir, state: VmState) -> None:

@@ -37,13 +37,12 @@ def entry_filename(version: str, slot: str, tries: int | None = DEFAULT_TRIES) -
 ESP_CONFIG = "keel/provision.ign"
 
 
-def kernel_path(slot: str) -> str:
-    """Where a slot's kernel lives on the ESP (absolute, as loader entries write it)."""
-    return f"/keel/{slot}/vmlinuz"
-
-
-def initrd_path(slot: str) -> str:
-    return f"/keel/{slot}/initrd.img"
+def uki_path(slot: str) -> str:
+    """Where a slot's unified kernel image lives on the ESP (absolute, as loader
+    entries write it)."""
+    if slot not in SLOTS:
+        raise ValueError(f"unknown slot {slot!r}; Keel has slots {', '.join(SLOTS)}")
+    return f"/keel/{slot}/keel.efi"
 
 
 @dataclass(frozen=True)
@@ -58,11 +57,14 @@ class BootEntry:
         return " ".join((*root, f"keel.slot={self.slot}", *self.cmdline))
 
     def render(self) -> str:
+        # A Type #1 entry that starts the slot's UKI (`efi`): systemd-boot counts its
+        # tries by this file's name, as for any entry. Without Secure Boot the stub
+        # boots with these options instead of its own command line; under Secure Boot
+        # it ignores them and uses its signed one, which finds the slot by itself.
         return (
             f"title {self.image_name} {self.version} (slot {self.slot})\n"
             f"version {self.version}\n"
-            f"linux {kernel_path(self.slot)}\n"
-            f"initrd {initrd_path(self.slot)}\n"
+            f"efi {uki_path(self.slot)}\n"
             f"options {self.options()}\n"
         )
 

@@ -1,5 +1,5 @@
-"""Read an update bundle: a POSIX tar of bundle.json, root.erofs.zst, vmlinuz and
-initrd.img, in that order (composer/build/bundle.py writes it).
+"""Read an update bundle: a POSIX tar of bundle.json, root.erofs.zst and keel.efi (the
+unified kernel image), in that order (composer/build/bundle.py writes it).
 
 The whole file is verified against the signed TUF targets metadata before this module
 sees it; what this module checks is that the content agrees with its own manifest
@@ -18,14 +18,14 @@ from typing import IO, Any
 
 from hostd.formats.sizes import MIB
 
-FORMAT = 1
+# 2: the slot boots a unified kernel image (format 1 carried vmlinuz and initrd.img).
+FORMAT = 2
 MANIFEST_MEMBER = "bundle.json"
 # The payload's parts in the order they follow bundle.json: role -> (member, compression).
 # The writer (composer/build/bundle.py) lays a bundle out from this table.
 PAYLOAD_MEMBERS: dict[str, tuple[str, str | None]] = {
     "root": ("root.erofs.zst", "zstd"),
-    "kernel": ("vmlinuz", None),
-    "initrd": ("initrd.img", None),
+    "uki": ("keel.efi", None),
 }
 MEMBERS = (MANIFEST_MEMBER, *(member for member, _ in PAYLOAD_MEMBERS.values()))
 PARTS = tuple(PAYLOAD_MEMBERS)
@@ -54,8 +54,7 @@ class BundleInfo:
     kernel_version: str
     cmdline: tuple[str, ...]
     root: Part
-    kernel: Part
-    initrd: Part
+    uki: Part
 
 
 def _part(files: dict[str, Any], key: str) -> Part:
@@ -88,7 +87,10 @@ def parse_manifest(raw: bytes) -> BundleInfo:
     if not isinstance(data, dict):
         raise BundleError("bundle.json must hold a JSON object")
     if data.get("format") != FORMAT:
-        raise BundleError(f"bundle format {data.get('format')!r} is not supported (want {FORMAT})")
+        raise BundleError(
+            f"bundle format {data.get('format')!r} is not supported (want {FORMAT}); "
+            "format 1 came from a Keel before unified kernel images: rebuild the version"
+        )
     files = data.get("files")
     if not isinstance(files, dict):
         raise BundleError("bundle.json has no files")
@@ -100,8 +102,7 @@ def parse_manifest(raw: bytes) -> BundleInfo:
             kernel_version=str(data.get("kernel_version", "")),
             cmdline=tuple(str(arg) for arg in data.get("cmdline", [])),
             root=_part(files, "root"),
-            kernel=_part(files, "kernel"),
-            initrd=_part(files, "initrd"),
+            uki=_part(files, "uki"),
         )
     except KeyError as error:
         raise BundleError(f"bundle.json lacks {error}") from None

@@ -6,7 +6,7 @@
 3. The booted slot's filesystem into root-a, read back and compared.
 4. A fresh var from the image's factory copy: the new disk gets its own machine-id,
    SSH host keys and provisioning on its first boot, never this host's.
-5. A new ESP: systemd-boot, the booted kernel and initrd as slot a's, a loader entry
+5. A new ESP: systemd-boot, the booted unified kernel image as slot a's, a loader entry
    with a fresh tries counter, and the config; read back.
 6. The real partition names, last; the running host's partition links are then
    given back to the disk booted from (writer.final_names).

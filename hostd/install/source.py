@@ -4,8 +4,9 @@ The booted slot is found as hostd finds it for updates (the kernel command line 
 the device mounted on /, which must agree). Its filesystem's size comes from the erofs
 superblock, so only the filesystem is copied, not the rest of the slot; with
 dm-verity (keel.verity= on the booted command line) its hash tree after it too, and
-the copy's loader entry carries the same keel.verity=. The kernel
-and initrd come from the booted slot's files on the ESP, and the ESP mounted on /efi
+the copy's loader entry carries the same keel.verity=. The unified kernel image comes
+from the booted slot's file on the ESP (signed as it is, for Secure Boot), and the ESP
+mounted on /efi
 must be the booted disk's: with two Keel disks attached, a partition label could
 lead to the other one."""
 
@@ -45,12 +46,8 @@ class Source:
         return self.esp / rel.lstrip("/")
 
     @property
-    def kernel(self) -> Path:
-        return self.boot_file(bootentry.kernel_path(self.slot))
-
-    @property
-    def initrd(self) -> Path:
-        return self.boot_file(bootentry.initrd_path(self.slot))
+    def uki(self) -> Path:
+        return self.boot_file(bootentry.uki_path(self.slot))
 
 
 def erofs_size(node: str) -> int:
@@ -137,9 +134,8 @@ def booted(
         table=table,
         esp=esp,
     )
-    for path in (source.kernel, source.initrd):
-        if not path.is_file():
-            raise InstallError(f"the booted slot's {path.name} is missing from the ESP ({path})")
+    if not source.uki.is_file():
+        raise InstallError(f"the booted slot's kernel image is missing from the ESP ({source.uki})")
     if not FACTORY_VAR.is_dir():
         raise InstallError(f"this image has no {FACTORY_VAR} to make a fresh var from")
     return source

@@ -94,7 +94,7 @@ def mounted(machine: Machine, node: str, *options: str) -> Iterator[Path]:
 
 def esp_files(source: Source, config: bytes | None) -> dict[str, bytes | Path]:
     """Path on the new ESP -> its content (bytes, or a file to copy): systemd-boot as
-    the booted disk has it, the booted slot's kernel and initrd as slot a's, an entry
+    the booted disk has it, the booted slot's unified kernel image as slot a's, an entry
     with a fresh tries counter (the health gate blesses it on the first boot), and the
     config first boot reads."""
     files: dict[str, bytes | Path] = {}
@@ -102,8 +102,7 @@ def esp_files(source: Source, config: bytes | None) -> dict[str, bytes | Path]:
         if path.is_file():
             files[str(path.relative_to(source.esp))] = path
     files["loader/loader.conf"] = bootentry.loader_conf().encode()
-    files[bootentry.kernel_path("a").lstrip("/")] = source.kernel
-    files[bootentry.initrd_path("a").lstrip("/")] = source.initrd
+    files[bootentry.uki_path("a").lstrip("/")] = source.uki
     entry = bootentry.BootEntry(source.name, source.version, "a", source.cmdline)
     files[f"loader/entries/{bootentry.entry_filename(source.version, 'a')}"] = (
         entry.render().encode()

@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from composer.build.privatekeys import Finding, scan_bundle, scan_erofs, scan_initrd, scan_tree
+from composer.build.privatekeys import Finding, scan_bundle, scan_erofs, scan_tree, scan_uki
 from hostd.formats.sizes import MIB
 
 
@@ -25,7 +25,7 @@ def scan_artifacts(out: Path) -> list[Finding]:
     in_root = scan_erofs(root)
     return [
         *inside("payload/root.erofs", in_root),
-        *inside("payload/initrd.img", scan_initrd(out / "payload/initrd.img")),
+        *inside("payload/keel.efi", scan_uki(out / "payload/keel.efi")),
         *inside(f"bundle/{bundle.name}", scan_bundle(bundle)),
         *inside("disk.raw", scan_disk(out / "disk.raw", root, in_root)),
     ]
@@ -61,8 +61,8 @@ def scan_disk(disk: Path, root_image: Path, in_root: list[Finding]) -> list[Find
         subprocess.run(["mcopy", "-s", "-n", "-i", f"{disk}@@{parts['esp'][0]}", "::/*", esp],
                        check=True, capture_output=True)  # fmt: skip
         findings += inside("esp", scan_tree(esp))
-        for initrd in sorted(esp.rglob("initrd.img")):
-            findings += inside(f"esp/{initrd.relative_to(esp)}", scan_initrd(initrd))
+        for uki in sorted(esp.rglob("keel.efi")):
+            findings += inside(f"esp/{uki.relative_to(esp)}", scan_uki(uki))
         subprocess.run(["debugfs", "-R", f"rdump / {var}", f"{disk}?offset={parts['var'][0]}"],
                        check=True, capture_output=True)  # fmt: skip
         assert (var / "lib/keel").is_dir(), "debugfs copied nothing out of the var partition"

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from composer.build import uki
 from composer.build.partitions import ESP_TYPE, ROOT_X86_64_TYPE, VAR_TYPE
 from composer.build.pipeline import build_image
 from composer.definition.load import load_definition
@@ -80,16 +81,17 @@ def test_filesystems_are_vfat_erofs_empty_and_ext4(artifacts: Path, table: dict[
     assert (var["TYPE"], var["LABEL"]) == ("ext4", "var")
 
 
-def test_esp_holds_bootloader_kernel_initrd_and_counted_entry(
-    artifacts: Path, table: dict[str, Any], manifest: dict[str, Any]
+def test_esp_holds_bootloader_unified_kernel_image_and_counted_entry(
+    artifacts: Path, table: dict[str, Any], manifest: dict[str, Any], tmp_path: Path
 ) -> None:
     esp = f"{artifacts / 'disk.raw'}@@{partition_offset(table, 'esp')}"
     listing = sh("mdir", "-/", "-b", "-i", esp, "::/")
-    for path in ("::/EFI/BOOT/BOOTX64.EFI", "::/keel/a/vmlinuz", "::/keel/a/initrd.img"):
+    for path in ("::/EFI/BOOT/BOOTX64.EFI", "::/keel/a/keel.efi"):
         assert path in listing.splitlines(), listing
     entry = f"::/loader/entries/keel-{manifest['version']}-a+3.conf"
     assert entry in listing.splitlines(), listing
     text = sh("mtype", "-i", esp, entry)
+    assert "efi /keel/a/keel.efi" in text.splitlines()
     assert "root=PARTLABEL=root-a" in text and "rootfstype=erofs" in text
     payload = json.loads((artifacts / "payload/payload.json").read_text())
     verity = next(w for w in payload["cmdline"] if w.startswith("keel.verity="))
@@ -97,8 +99,13 @@ def test_esp_holds_bootloader_kernel_initrd_and_counted_entry(
     # A console on the screen and on the first serial port, for bare metal and QEMU.
     assert {"console=tty0", "console=ttyS0,115200"} <= set(text.split())
     assert "default keel-*" in sh("mtype", "-i", esp, "::/loader/loader.conf")
-    kernel = sh("mdir", "-i", esp, "::/keel/a/vmlinuz")
-    assert str((artifacts / "payload/vmlinuz").stat().st_size) in kernel.replace(" ", "")
+    kernel = sh("mdir", "-i", esp, "::/keel/a/keel.efi")
+    assert str((artifacts / "payload/keel.efi").stat().st_size) in kernel.replace(" ", "")
+    # The UKI's own command line (what Secure Boot boots with) names no slot.
+    own = uki.dump_section(artifacts / "payload/keel.efi", ".cmdline", tmp_path / "cmdline")
+    words = own.read_text().split()
+    assert words[:3] == ["root=/dev/mapper/keel-root", "rootfstype=erofs", "ro"], words
+    assert verity in words and not [w for w in words if w.startswith("keel.slot=")]
 
 
 def test_manifest_describes_the_build(
@@ -163,7 +170,8 @@ def test_disk_and_network_drivers_are_in_the_image_and_disk_drivers_in_the_initr
         assert path in present, f"{driver} is not in the image"
         missing = [d for d in dependencies[path] if d not in present]
         assert not missing, f"{driver} needs {missing}, which the image lacks"
-    in_initrd = initrd_names(artifacts / "payload/initrd.img")
+    initrd = uki.dump_section(artifacts / "payload/keel.efi", ".initrd", tmp_path / "initrd.img")
+    in_initrd = initrd_names(initrd)
     for driver in DISK_DRIVERS:
         assert module_paths(in_initrd, driver), f"the initrd has no {driver}"
     for driver in ("e1000e", "mlx5_core"):  # loaded from the root, not the initrd

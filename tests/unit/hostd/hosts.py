@@ -52,8 +52,7 @@ def make_bundle(
         cmdline.append(verity(root))
     files = {
         "root": ("root.erofs", root.read_bytes()),
-        "kernel": ("vmlinuz", f"kernel {version}".encode()),
-        "initrd": ("initrd.img", f"initrd {version}".encode()),
+        "uki": ("keel.efi", f"unified kernel image {version}".encode()),
     }
     records = {}
     for role, (filename, data) in files.items():
@@ -117,6 +116,7 @@ def make_host(tmp_path: Path) -> Host:
         policy=lambda: Policy(repository=f"file://{repo}"),
         var_sizes=lambda: dict(VAR_SIZES),
         root_verity=lambda: "verified",
+        secure_boot=lambda: False,
     )
     return Host(tmp_path, Updater(paths), repo, tmp_path / "keys", reboots)
 

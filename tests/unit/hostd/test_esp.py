@@ -75,14 +75,14 @@ def test_mark_bad_keeps_the_tries_done(tmp_path: Path) -> None:
 
 def test_a_boot_file_with_the_wrong_digest_is_not_installed(tmp_path: Path) -> None:
     esp = EspTree(tmp_path)
-    data = b"kernel" * 100
-    good = Part("vmlinuz", None, len(data), hashlib.sha256(data).hexdigest())
-    esp.install_boot_file("/keel/b/vmlinuz", [data], good)
-    assert (tmp_path / "keel/b/vmlinuz").read_bytes() == data
+    data = b"unified kernel image" * 100
+    good = Part("keel.efi", None, len(data), hashlib.sha256(data).hexdigest())
+    esp.install_boot_file("/keel/b/keel.efi", [data], good)
+    assert (tmp_path / "keel/b/keel.efi").read_bytes() == data
     with pytest.raises(BundleError, match="sha256"):
-        esp.install_boot_file("/keel/b/vmlinuz", [data[:-1] + b"X"], good)
-    assert (tmp_path / "keel/b/vmlinuz").read_bytes() == data  # the old file stays
-    assert sorted(p.name for p in (tmp_path / "keel/b").iterdir()) == ["vmlinuz"]
+        esp.install_boot_file("/keel/b/keel.efi", [data[:-1] + b"X"], good)
+    assert (tmp_path / "keel/b/keel.efi").read_bytes() == data  # the old file stays
+    assert sorted(p.name for p in (tmp_path / "keel/b").iterdir()) == ["keel.efi"]
 
 
 def test_efi_variables_are_utf16_after_four_attribute_bytes(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from hostd import cmdline
+from hostd.esp import GLOBAL_GUID, secure_boot_enabled
 from hostd.formats import bootentry
 from hostd.ignition.config import ConfigError, parse_config
 from hostd.ignition.kernelargs import KernelArguments
@@ -192,3 +193,26 @@ def test_an_unreadable_arguments_file_does_not_stop_an_update(host: Host) -> Non
     host.updater.paths.kernel_arguments.write_text("{not json")
     host.publish("2.0.0")
     assert host.updater.update()["result"] == "installed"
+
+
+def test_under_secure_boot_kernel_arguments_are_refused_not_ignored(root: Path) -> None:
+    """The stub boots with its signed command line then; an edited entry would change
+    nothing, so the config is refused with what to do instead."""
+    efivars = root / "sys/firmware/efi/efivars"
+    efivars.mkdir(parents=True)
+    (efivars / f"SecureBoot-{GLOBAL_GUID}").write_bytes(b"\x06\x00\x00\x00\x01")
+    before = (root / "efi/loader/entries" / BOOTED).read_bytes()
+    bake(root, ignition(kernelArguments=WANTED))
+    state = provision(root)
+    assert state["result"] != "applied", state
+    assert "under Secure Boot" in json.dumps(state) and "kernel.cmdline" in json.dumps(state)
+    assert (root / "efi/loader/entries" / BOOTED).read_bytes() == before
+
+
+def test_secure_boot_is_read_from_its_efi_variable(tmp_path: Path) -> None:
+    assert not secure_boot_enabled(tmp_path)
+    variable = tmp_path / f"SecureBoot-{GLOBAL_GUID}"
+    variable.write_bytes(b"\x06\x00\x00\x00\x00")
+    assert not secure_boot_enabled(tmp_path)
+    variable.write_bytes(b"\x06\x00\x00\x00\x01")
+    assert secure_boot_enabled(tmp_path)

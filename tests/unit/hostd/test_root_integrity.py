@@ -88,3 +88,13 @@ def test_status_text_names_the_root_check(host: Host) -> None:
     assert "CHANGED BLOCK" in cli.show_status(host.updater.status())
     host.updater.paths.root_verity = lambda: None
     assert "root:" not in cli.show_status(host.updater.status())
+
+
+def test_status_says_whether_secure_boot_is_on(host: Host) -> None:
+    from hostd import cli
+
+    assert host.updater.status()["secure_boot"] is False
+    assert "boot:     Secure Boot off" in cli.show_status(host.updater.status())
+    host.updater.paths.secure_boot = lambda: True
+    assert host.updater.status()["secure_boot"] is True
+    assert "Secure Boot on" in cli.show_status(host.updater.status())

@@ -43,9 +43,18 @@ def test_disagreement_refuses(partlabels: Path) -> None:
         booted_slot("keel.slot=a", info, partlabels)
 
 
-def test_no_slot_on_the_command_line_refuses(partlabels: Path) -> None:
+def test_without_a_slot_on_the_command_line_the_device_tells(partlabels: Path) -> None:
+    """Under Secure Boot the UKI's own command line names no slot (the same UKI boots
+    from either): the mounted device is the answer, and nothing else is."""
+    cmdline = "root=/dev/mapper/keel-root ro quiet"
+    assert booted_slot(cmdline, mountinfo_for(partlabels / "root-b"), partlabels) == "b"
+    with pytest.raises(SlotError, match="not mounted from a Keel root slot"):
+        booted_slot(cmdline, mountinfo_for(Path("/dev/full")), partlabels)
+
+
+def test_a_slot_on_the_command_line_that_is_no_slot_refuses(partlabels: Path) -> None:
     with pytest.raises(SlotError, match="names no Keel slot"):
-        booted_slot("ro quiet", mountinfo_for(partlabels / "root-a"), partlabels)
+        booted_slot("keel.slot=c", mountinfo_for(partlabels / "root-a"), partlabels)
 
 
 def test_read_release(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ def test_update_writes_the_inactive_slot_then_the_entry(host: Host) -> None:
     assert result == {"result": "installed", "version": "2.0.0", "rebooting": False}
     assert host.slot_digest("a") == before_a
     assert entries(host) == ["keel-1.0.0-a.conf", "keel-2.0.0-b+3.conf"]
-    assert (host.root / "esp/keel/b/vmlinuz").read_bytes() == b"kernel 2.0.0"
+    assert (host.root / "esp/keel/b/keel.efi").read_bytes() == b"unified kernel image 2.0.0"
     entry = (host.root / "esp/loader/entries/keel-2.0.0-b+3.conf").read_text()
     assert "options root=PARTLABEL=root-b rootfstype=erofs ro keel.slot=b console=ttyS0" in entry
     assert host.updater.status()["phase"] == "installed"
@@ -178,9 +178,9 @@ def test_bundle_members_are_checked_against_bundle_json(host: Host, tmp_path: Pa
     bad = tmp_path / "bad.keelbundle"
     with tarfile.open(good) as source, tarfile.open(bad, "w", format=tarfile.USTAR_FORMAT) as dest:
         for member in source.getmembers():
-            if member.name != "initrd.img":
+            if member.name != "keel.efi":
                 dest.addfile(member, source.extractfile(member))
-    with pytest.raises(BundleError, match=r"lacks initrd\.img"):
+    with pytest.raises(BundleError, match=r"lacks keel\.efi"):
         Bundle(bad)
 
 

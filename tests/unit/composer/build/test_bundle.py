@@ -23,13 +23,8 @@ def fake_build(parent: Path, version: str = "1.0.0", name: str = "demo") -> Path
     payload.mkdir(parents=True)
     # Compressible and version-specific, like a real root image.
     (payload / "root.erofs").write_bytes((f"root of {name} {version}\n".encode()) * 4096)
-    (payload / "vmlinuz").write_bytes(b"kernel " + version.encode() + os.urandom(512))
-    (payload / "initrd.img").write_bytes(b"initrd " + version.encode() * 100)
-    files = {
-        "root": payload / "root.erofs",
-        "kernel": payload / "vmlinuz",
-        "initrd": payload / "initrd.img",
-    }
+    (payload / "keel.efi").write_bytes(b"unified kernel image " + version.encode() + os.urandom(512))
+    files = {"root": payload / "root.erofs", "uki": payload / "keel.efi"}
     (payload / "payload.json").write_text(
         json.dumps(
             {
@@ -56,7 +51,7 @@ def test_bundle_is_named_after_image_and_holds_members_in_order(tmp_path: Path) 
     path = bundle_of(fake_build(tmp_path, "1.2.0"))
     assert path.name == "demo-1.2.0-x86-64.keelbundle"
     with tarfile.open(path) as tar:
-        assert tar.getnames() == ["bundle.json", "root.erofs.zst", "vmlinuz", "initrd.img"]
+        assert tar.getnames() == ["bundle.json", "root.erofs.zst", "keel.efi"]
         assert {(m.uid, m.gid, m.mtime, m.mode) for m in tar.getmembers()} == {(0, 0, 0, 0o644)}
 
 
@@ -73,7 +68,7 @@ def test_bundle_round_trips_and_verifies(tmp_path: Path) -> None:
         size=root.stat().st_size,
         sha256=file_record(root)["sha256"],
     )
-    assert info.kernel.compression is None
+    assert info.uki.compression is None
 
 
 def test_root_image_is_compressed(tmp_path: Path) -> None:
@@ -101,9 +96,9 @@ def _rewrite_member(path: Path, member: str, data: bytes) -> None:
 
 def test_member_with_wrong_sha256_is_detected(tmp_path: Path) -> None:
     path = bundle_of(fake_build(tmp_path))
-    original = (tmp_path / "demo/1.0.0/payload/vmlinuz").read_bytes()
-    _rewrite_member(path, "vmlinuz", original[:-1] + bytes([original[-1] ^ 1]))
-    with pytest.raises(KeelError, match=r"member vmlinuz \(kernel\) does not match"):
+    original = (tmp_path / "demo/1.0.0/payload/keel.efi").read_bytes()
+    _rewrite_member(path, "keel.efi", original[:-1] + bytes([original[-1] ^ 1]))
+    with pytest.raises(KeelError, match=r"member keel.efi \(uki\) does not match"):
         bundle.verify_bundle(path)
 
 
@@ -121,7 +116,7 @@ def test_root_member_that_decompresses_to_other_bytes_is_detected(tmp_path: Path
 def test_truncated_bundle_is_refused(tmp_path: Path) -> None:
     path = bundle_of(fake_build(tmp_path))
     with tarfile.open(path) as tar:
-        last = tar.getmember("initrd.img")
+        last = tar.getmember("keel.efi")
     # Cut inside the last member: what an interrupted download leaves.
     with path.open("r+b") as handle:
         handle.truncate(last.offset_data + last.size // 2)

@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from composer.build import bundle, privatekeys
+from composer.build import bundle, privatekeys, uki
 from composer.build.manifest import file_record
 from composer.build.privatekeys import (
     Finding,
@@ -25,6 +25,7 @@ from composer.build.privatekeys import (
     scan_tree,
 )
 from composer.core.errors import KeelError
+from tests.unit.composer.build.stubs import HOST_STUB
 
 EC_KEY = ec.generate_private_key(ec.SECP256R1())
 
@@ -155,13 +156,23 @@ def test_bundle_members_are_scanned_as_the_host_unpacks_them(tmp_path: Path) -> 
     make_erofs(tmp_path, {"etc/docker/tls/server-key.pem": pem(EC_KEY, PKCS8)}).rename(
         payload / "root.erofs"
     )
-    (payload / "vmlinuz").write_bytes(b"kernel")
-    (payload / "initrd.img").write_bytes(zstd(newc({"etc/key.pem": pem(EC_KEY, PKCS8)})))
+    # The UKI's initrd is compressed inside it: found only if it is unpacked.
+    (tmp_path / "vmlinuz").write_bytes(b"kernel")
+    (tmp_path / "initrd.img").write_bytes(zstd(newc({"etc/key.pem": pem(EC_KEY, PKCS8)})))
+    uki.assemble(
+        HOST_STUB,
+        kernel=tmp_path / "vmlinuz",
+        initrd=tmp_path / "initrd.img",
+        os_release=Path("/usr/lib/os-release"),
+        kernel_release="6.1.0-test",
+        cmdline="ro",
+        out=payload / "keel.efi",
+    )
     write_payload_json(payload)
     found = scan_bundle(bundle.write_bundle(payload, tmp_path / "bundle"))
     assert found == [
         Finding("root.erofs.zst:/etc/docker/tls/server-key.pem", "PRIVATE KEY"),
-        Finding("initrd.img:/etc/key.pem", "PRIVATE KEY"),
+        Finding("keel.efi:initrd.img:/etc/key.pem", "PRIVATE KEY"),
     ]
 
 
@@ -211,7 +222,7 @@ def zstd(data: bytes) -> bytes:
 
 
 def write_payload_json(payload: Path) -> None:
-    files = {"root": "root.erofs", "kernel": "vmlinuz", "initrd": "initrd.img"}
+    files = {"root": "root.erofs", "uki": "keel.efi"}
     (payload / "payload.json").write_text(
         json.dumps(
             {

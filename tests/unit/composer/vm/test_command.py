@@ -123,3 +123,22 @@ def test_extra_disks_must_exist_once_and_not_be_the_image(tmp_path: Path) -> Non
         extra_disks((data, data), image)
     with pytest.raises(KeelError, match="attached twice"):
         extra_disks((image,), image)
+
+
+SECURE_FW = Firmware(Path("/fw/50.json"), Path("/fw/CODE.secboot.fd"), Path("/fw/VARS.fd"), True)
+
+
+def test_secure_boot_machine_has_smm_and_guarded_flash(tmp_path: Path) -> None:
+    argv = qemu_argv(spec(tmp_path, firmware=SECURE_FW))
+    assert option(argv, "-machine") == ["q35,smm=on"]
+    assert "driver=cfi.pflash01,property=secure,value=on" in option(argv, "-global")
+    drives = option(argv, "-drive")
+    assert "if=pflash,format=raw,unit=0,readonly=on,file=/fw/CODE.secboot.fd" in drives
+    assert f"if=pflash,format=raw,unit=1,file={tmp_path}/vm1/OVMF_VARS.fd" in drives
+
+
+def test_without_secure_boot_no_smm_and_plain_flash(tmp_path: Path) -> None:
+    argv = qemu_argv(spec(tmp_path))
+    assert option(argv, "-machine") == ["q35,smm=off"]
+    assert option(argv, "-global") == ["ICH9-LPC.noreboot=off"]
+    assert not any("secboot" in a for a in argv)

@@ -120,3 +120,68 @@ def test_real_debian_descriptors() -> None:
     fw = find_firmware((Path("/usr/share/qemu/firmware"),))
     assert fw.code.name == "OVMF_CODE_4M.fd"
     assert fw.vars_template.name == "OVMF_VARS_4M.fd"
+
+
+def debian_layout(directory: Path, fw_files: dict[str, Path]) -> None:
+    """Debian 12's three descriptors: Microsoft keys enrolled, Secure Boot, plain."""
+    secure = ["acpi-s3", "amd-sev", "requires-smm", "secure-boot", "verbose-dynamic"]
+    code, template = str(fw_files["CODE.secboot.fd"]), str(fw_files["VARS.fd"])
+    write(
+        directory,
+        "40-edk2-x86_64-secure-enrolled.json",
+        descriptor(code, str(fw_files["VARS.ms.fd"]), features=[*secure, "enrolled-keys"]),
+    )
+    write(directory, "50-edk2-x86_64-secure.json", descriptor(code, template, features=secure))
+    write(directory, "60-edk2-x86_64.json", descriptor(str(fw_files["CODE.fd"]), template))
+
+
+def test_secure_boot_picks_the_smm_build_without_enrolled_keys(
+    tmp_path: Path, fw_files: dict[str, Path]
+) -> None:
+    debian_layout(tmp_path, fw_files)
+    fw = find_firmware((tmp_path,), secure_boot=True)
+    assert fw.descriptor.name == "50-edk2-x86_64-secure.json"
+    assert fw.code == fw_files["CODE.secboot.fd"]
+    assert fw.vars_template == fw_files["VARS.fd"]  # empty: Keel enrolls the image's keys
+    assert fw.secure_boot
+    plain = find_firmware((tmp_path,))
+    assert plain.descriptor.name == "60-edk2-x86_64.json"
+    assert not plain.secure_boot
+
+
+@pytest.mark.parametrize(
+    ("features", "usable"),
+    [
+        (["secure-boot", "requires-smm"], True),
+        (["secure-boot"], False),  # without SMM the guest OS could rewrite the keys
+        (["requires-smm"], False),
+        (["secure-boot", "requires-smm", "enrolled-keys"], False),
+        ([], False),
+    ],
+)
+def test_secure_boot_descriptor_needs_secure_boot_and_smm(
+    tmp_path: Path, features: list[str], usable: bool
+) -> None:
+    path = write(tmp_path, "x.json", descriptor("/c.fd", "/v.fd", features=features))
+    fw = parse_descriptor(path, secure_boot=True)
+    assert (fw is not None) == usable
+    assert fw is None or fw.secure_boot
+
+
+def test_no_secure_boot_firmware_names_the_package(
+    tmp_path: Path, fw_files: dict[str, Path]
+) -> None:
+    write(tmp_path, "60-plain.json", descriptor(str(fw_files["CODE.fd"]), str(fw_files["VARS.fd"])))
+    with pytest.raises(KeelError) as err:
+        find_firmware((tmp_path,), secure_boot=True)
+    assert "Secure Boot" in err.value.message
+    assert "`ovmf`" in str(err.value.hint) and "secboot" in str(err.value.hint)
+
+
+@pytest.mark.skipif(
+    not Path("/usr/share/qemu/firmware/50-edk2-x86_64-secure.json").exists(), reason="no ovmf here"
+)
+def test_real_debian_secure_boot_descriptor() -> None:
+    fw = find_firmware((Path("/usr/share/qemu/firmware"),), secure_boot=True)
+    assert fw.code.name == "OVMF_CODE_4M.secboot.fd"
+    assert fw.vars_template.name == "OVMF_VARS_4M.fd"

@@ -78,3 +78,16 @@ def test_key_pair_created_once_and_private(tmp_path: Path) -> None:
     assert key.stat().st_mode & 0o777 == 0o600
     assert key.read_text().startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
     assert ensure_key(key, "other") == public
+
+
+def test_secure_boot_is_kept_and_older_state_files_read_as_without(tmp_path: Path) -> None:
+    vm = VmDir(tmp_path / "a")
+    vm.path.mkdir()
+    s = state.VmState(name="a", image="/i", accel="tcg", memory_mib=1, cpus=1, secure_boot=True)
+    state.save(vm, s)
+    assert state.load(vm).secure_boot
+    # A VM made before Secure Boot support has no such key; it was made without.
+    vm.state_file.write_text(
+        '{"name": "a", "image": "/i", "accel": "tcg", "memory_mib": 1, "cpus": 1}'
+    )
+    assert state.load(vm).secure_boot is False

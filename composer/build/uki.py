@@ -1,0 +1,152 @@
+"""Build step: the unified kernel image (UKI) a slot boots, one signed EFI file.
+
+systemd-stub (the image's own, from systemd-boot-efi) with the kernel, the initrd,
+os-release, the kernel's release and the command line added as PE sections, as
+systemd-stub(7) describes. ukify does this on newer systems; the build machine
+(Debian 12) has no ukify, so objcopy does it, the way systemd's docs did before
+ukify existed, with one correction: systemd 254 and later build the stub with a
+non-zero image base, and objcopy takes absolute addresses. So the sections go right
+after the stub's last byte in memory (ImageBase + SizeOfImage), each one on the
+next section-aligned address, the kernel last (the stub decompresses it in place
+and wants room after it). `-p` keeps the stub's PE timestamp: without it objcopy
+writes the current time and no two builds would match.
+
+The command line is the one thing the stub trusts under Secure Boot (it ignores the
+loader entry's options then), so it must boot either slot: root is the dm-verity
+device the initrd opens, and the initrd finds which slot holds this version by the
+salt of its verity superblock (scripts/local-top/keel-verity). Without Secure Boot,
+the entry's options replace it, as they did before UKIs, so hosts keep their own
+kernel arguments."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from composer.core import commands
+from composer.core.errors import KeelError
+
+if TYPE_CHECKING:
+    from composer.build.context import BuildContext
+
+STUB = "usr/lib/systemd/boot/efi/linuxx64.efi.stub"
+OS_RELEASE = "usr/lib/os-release"
+# The root the initrd makes: the slot's data, checked block by block (keel-verity).
+VERIFIED_ROOT = "/dev/mapper/keel-root"
+# Slot-agnostic words before the image's own; the entry's options name the slot.
+ROOT_WORDS = (f"root={VERIFIED_ROOT}", "rootfstype=erofs", "ro")
+UNVERIFIED_ROOT_WORDS = ("rootfstype=erofs", "ro")
+PAGE = 4096
+
+
+def uki_cmdline(cmdline: tuple[str, ...], verity: bool) -> str:
+    """The UKI's own command line: what a Secure Boot machine boots with."""
+    return " ".join((*(ROOT_WORDS if verity else UNVERIFIED_ROOT_WORDS), *cmdline))
+
+
+def _pe_header(stub: Path) -> dict[str, int]:
+    """ImageBase, SizeOfImage and SectionAlignment of a PE file (objdump -p)."""
+    text = commands.output(["objdump", "-p", stub])
+    found = {}
+    for key in ("ImageBase", "SizeOfImage", "SectionAlignment"):
+        match = re.search(rf"^{key}\s+([0-9a-fA-F]+)$", text, re.MULTILINE)
+        if match is None:
+            raise KeelError(f"objdump -p {stub} shows no {key}: is it an EFI stub?")
+        found[key] = int(match[1], 16)
+    return found
+
+
+def _align(value: int, alignment: int) -> int:
+    return (value + alignment - 1) // alignment * alignment
+
+
+def section_layout(
+    header: dict[str, int], sections: list[tuple[str, Path]]
+) -> list[tuple[str, Path, int]]:
+    """(name, file, absolute address) for each section, in order, after the stub."""
+    # At least a page: systemd 252's stub declares 512-byte alignment, and the kernel
+    # and initrd are best placed on page boundaries whatever the stub says.
+    alignment = max(header["SectionAlignment"], PAGE)
+    address = _align(header["ImageBase"] + header["SizeOfImage"], alignment)
+    placed = []
+    for name, path in sections:
+        placed.append((name, path, address))
+        address = _align(address + path.stat().st_size, alignment)
+    return placed
+
+
+def assemble(
+    stub: Path,
+    *,
+    kernel: Path,
+    initrd: Path,
+    os_release: Path,
+    kernel_release: str,
+    cmdline: str,
+    out: Path,
+) -> Path:
+    """Write the unsigned UKI to out; the same inputs give the same bytes."""
+    work = out.parent / f".{out.name}.parts"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    try:
+        (work / "cmdline").write_text(cmdline)
+        (work / "uname").write_text(kernel_release)
+        sections = [
+            (".osrel", os_release),
+            (".cmdline", work / "cmdline"),
+            (".uname", work / "uname"),
+            (".initrd", initrd),
+            (".linux", kernel),  # last: room to decompress after it
+        ]
+        args: list[str | Path] = ["objcopy", "-p"]
+        for name, path, address in section_layout(_pe_header(stub), sections):
+            args += ["--add-section", f"{name}={path}", "--change-section-vma", f"{name}={address:#x}"]
+        args += ["--set-section-flags", ".linux=code,readonly", stub, out]
+        commands.run(args)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def dump_section(efi: Path, name: str, dest: Path) -> Path:
+    """Copy one section of a UKI (".initrd", ".cmdline") into dest."""
+    scratch = dest.with_name(dest.name + ".rest")
+    try:
+        commands.run(["objcopy", "--dump-section", f"{name}={dest}", efi, scratch])
+    finally:
+        scratch.unlink(missing_ok=True)
+    return dest
+
+
+def sign(efi: Path, key: Path, cert: Path) -> None:
+    """Sign an EFI binary in place for Secure Boot with the owner's db key."""
+    signed = efi.with_name(efi.name + ".signed")
+    commands.run(["sbsign", "--key", key, "--cert", cert, "--output", signed, efi])
+    signed.replace(efi)
+
+
+def step(ctx: BuildContext) -> None:
+    tree = ctx.tree
+    stub = tree / STUB
+    if not stub.exists():
+        raise KeelError(
+            f"the image has no systemd-stub at /{STUB}",
+            hint=f"add 'systemd-boot-efi' to packages in {ctx.definition.source}",
+        )
+    final = ctx.finalized
+    assemble(
+        stub,
+        kernel=final.kernel,
+        initrd=final.initrd,
+        os_release=tree / OS_RELEASE,
+        kernel_release=final.kernel_version,
+        cmdline=uki_cmdline(ctx.kernel_cmdline, ctx.root_verity is not None),
+        out=ctx.uki,
+    )
+    keys = ctx.secure_boot_keys
+    if keys is not None:
+        sign(ctx.uki, keys.db_key, keys.db_cert)

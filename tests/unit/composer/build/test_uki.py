@@ -1,0 +1,112 @@
+"""The unified kernel image: sections where systemd-stub looks for them, the same bytes
+from the same inputs, a command line that boots either slot, and Secure Boot signing
+that only the owner's db certificate verifies."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from composer.build import uki
+from composer.publish import secureboot
+from tests.unit.composer.build.stubs import HOST_STUB
+
+TRIXIE_LIKE = {"ImageBase": 0x14DF90000, "SizeOfImage": 0x1B000, "SectionAlignment": 0x1000}
+
+
+def sections(efi: Path) -> dict[str, tuple[int, int]]:
+    """name -> (address, size) from objdump -h."""
+    text = subprocess.run(["objdump", "-h", efi], capture_output=True, text=True, check=True)
+    found = {}
+    for match in re.finditer(r"^\s*\d+\s+(\.\w+)\s+([0-9a-f]+)\s+([0-9a-f]+)", text.stdout, re.M):
+        found[match[1]] = (int(match[3], 16), int(match[2], 16))
+    return found
+
+
+def make(tmp_path: Path, cmdline: str = "root=/dev/mapper/keel-root ro", name: str = "keel.efi") -> Path:
+    kernel, initrd = tmp_path / "vmlinuz", tmp_path / "initrd.img"
+    if not kernel.exists():
+        kernel.write_bytes(b"MZ kernel stand-in" * 5000)
+        initrd.write_bytes(b"initrd stand-in" * 3000)
+    return uki.assemble(
+        HOST_STUB,
+        kernel=kernel,
+        initrd=initrd,
+        os_release=Path("/usr/lib/os-release"),
+        kernel_release="6.12.0-test-amd64",
+        cmdline=cmdline,
+        out=tmp_path / name,
+    )
+
+
+def test_sections_follow_the_stub_page_aligned_with_the_kernel_last(tmp_path: Path) -> None:
+    efi = make(tmp_path)
+    found = sections(efi)
+    stub_end = max(address + size for name, (address, size) in sections(HOST_STUB).items())
+    added = [".osrel", ".cmdline", ".uname", ".initrd", ".linux"]
+    addresses = [found[name][0] for name in added]
+    assert addresses == sorted(addresses)
+    assert addresses[0] >= stub_end
+    assert all(address % uki.PAGE == 0 for address in addresses)
+    for earlier, later in zip(added, added[1:], strict=False):
+        assert found[earlier][0] + found[earlier][1] <= found[later][0]
+
+
+def test_layout_is_absolute_for_a_stub_with_an_image_base() -> None:
+    """systemd 254+ stubs have a non-zero image base; objcopy takes absolute addresses,
+    and relative ones land below the image ("section below image base")."""
+    files = [(".osrel", Path("/usr/lib/os-release")), (".linux", Path("/usr/lib/os-release"))]
+    placed = uki.section_layout(TRIXIE_LIKE, files)
+    assert placed[0][2] == 0x14DF90000 + 0x1B000
+    assert placed[1][2] == placed[0][2] + uki.PAGE  # os-release is under a page
+
+
+def test_sections_hold_the_inputs(tmp_path: Path) -> None:
+    efi = make(tmp_path, cmdline="root=/dev/mapper/keel-root rootfstype=erofs ro quiet")
+    assert uki.dump_section(efi, ".cmdline", tmp_path / "c").read_text() == (
+        "root=/dev/mapper/keel-root rootfstype=erofs ro quiet"
+    )
+    initrd = uki.dump_section(efi, ".initrd", tmp_path / "i").read_bytes()
+    assert initrd == (tmp_path / "initrd.img").read_bytes()
+    assert uki.dump_section(efi, ".uname", tmp_path / "u").read_text() == "6.12.0-test-amd64"
+
+
+def test_same_inputs_give_the_same_bytes(tmp_path: Path) -> None:
+    first = make(tmp_path, name="one.efi").read_bytes()
+    second = make(tmp_path, name="two.efi").read_bytes()
+    assert first == second
+    assert make(tmp_path, cmdline="ro other", name="three.efi").read_bytes() != first
+
+
+def test_the_signed_command_line_names_no_slot() -> None:
+    """One UKI boots from either slot: root is the verity device, no keel.slot=."""
+    words = uki.uki_cmdline(("console=ttyS0", "keel.verity=ab:12:cd"), verity=True).split()
+    assert words[0] == "root=/dev/mapper/keel-root"
+    assert not [w for w in words if w.startswith(("keel.slot=", "root=PARTLABEL"))]
+    assert words[-1] == "keel.verity=ab:12:cd"
+    assert "root=" not in uki.uki_cmdline(("console=ttyS0",), verity=False)
+
+
+def test_signed_image_verifies_only_with_the_owners_db_certificate(tmp_path: Path) -> None:
+    keys = secureboot.generate(tmp_path / "keys", "Test owner")
+    other = secureboot.generate(tmp_path / "other", "Someone else")
+    efi = make(tmp_path)
+    uki.sign(efi, keys.db_key, keys.db_cert)
+
+    def verifies(cert: Path) -> bool:
+        return subprocess.run(["sbverify", "--cert", cert, efi], capture_output=True).returncode == 0
+
+    assert verifies(keys.db_cert)
+    assert not verifies(other.db_cert)
+    assert not verifies(keys.certificate("KEK"))
+    # The sections survive signing (the signature is appended, not woven in).
+    assert uki.dump_section(efi, ".cmdline", tmp_path / "c").read_text().startswith("root=")
+
+
+def test_a_missing_stub_is_named(tmp_path: Path) -> None:
+    ctx = type("Ctx", (), {"tree": tmp_path, "definition": type("D", (), {"source": "x.yaml"})()})
+    with pytest.raises(Exception, match="systemd-boot-efi"):
+        uki.step(ctx)  # type: ignore[arg-type]

@@ -32,9 +32,9 @@ def keel(*args: str, env: dict[str, str] | None = None) -> None:
 
 
 def build(definition: str, out: Path, keys: Path) -> Path:
-    """Build images/<definition>.yaml into out, trusting the root in keys (keel keygen)."""
-    keel("build", str(IMAGES / f"{definition}.yaml"), "--out", str(out),
-         env={"KEEL_UPDATE_ROOT": str(keys / "root.json")})  # fmt: skip
+    """Build images/<definition>.yaml into out with the keys `keel keygen` made: it
+    trusts their root, and is signed for Secure Boot if they have such keys."""
+    keel("build", str(IMAGES / f"{definition}.yaml"), "--out", str(out), "--keys", str(keys))
     return out
 
 
@@ -68,9 +68,10 @@ def wait_for_version(vm: KeelVM, version: str, after_boot: str, timeout: float =
 
 class UpdateImages:
     """The update test images (images/up-*.yaml), each built at most once a session,
-    all trusting one `keel keygen` root made for the session. test_update.py and
-    test_fleet_vms.py both publish them; each takes its own copy of the keys, because
-    test_update.py rotates keys in its copy."""
+    all trusting one `keel keygen` root made for the session and signed with its Secure
+    Boot keys (test_update.py boots them under Secure Boot, test_fleet_vms.py without:
+    a signed image boots either way). Both publish them; each takes its own copy of
+    the keys, because test_update.py rotates keys in its copy."""
 
     def __init__(self, work: Path) -> None:
         self.work = work
@@ -80,16 +81,18 @@ class UpdateImages:
     def path(self, definition: str) -> Path:
         return build_root() / "up" / definition
 
-    def build(self, definition: str) -> Path:
+    def make_keys(self) -> None:
         if not self.keys.exists():
-            keel("keygen", "--out", str(self.keys))
+            keel("keygen", "--out", str(self.keys), "--secure-boot", "--owner", "Keel tests")
+
+    def build(self, definition: str) -> Path:
+        self.make_keys()
         if definition not in self.built:
             build(definition, self.path(definition), self.keys)
             self.built.add(definition)
         return self.path(definition)
 
     def copy_keys(self, to: Path) -> Path:
-        if not self.keys.exists():
-            keel("keygen", "--out", str(self.keys))
+        self.make_keys()
         shutil.copytree(self.keys, to)
         return to

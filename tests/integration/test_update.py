@@ -1,9 +1,12 @@
-"""A/B updates in QEMU: one VM lives through a chain of updates and rollbacks, as a
-host in the field would (boots are the expensive part under TCG, so the scenarios
-share them, in this order):
+"""A/B updates in QEMU under UEFI Secure Boot: one VM, its firmware enrolled with the
+session's own keys, lives through a chain of updates and rollbacks, as a host in the
+field would (boots are the expensive part under TCG, so the scenarios share them, in
+this order):
 
-  1. v1 boots; the first update to v2 is killed (QEMU SIGKILL) while it writes the
-     slot: the host boots v1 again and status says the update was interrupted
+  1. v1 boots with Secure Boot on, from its signed unified kernel image and that
+     image's own command line; the first update to v2 is killed (QEMU SIGKILL) while
+     it writes the slot: the host boots v1 again and status says the update was
+     interrupted
   2. the repository rotates its targets and root keys (root v3); the retried update
      succeeds through that chain: v2 boots from slot b; a Docker volume, an /etc
      change and the machine-id are unchanged
@@ -24,6 +27,7 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from datetime import timedelta
@@ -31,11 +35,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
+from composer.core.errors import KeelError
 from composer.core.paths import vm_root
 from composer.publish import repository, serve
 from composer.testing import KeelVM
 from composer.vm import runner
+from composer.vm.image import disk_format
+from composer.vm.vmdir import vm_dir
 from tests.integration import guests
 from tests.integration.guests import BOOT_ID, UpdateImages
 
@@ -129,6 +138,7 @@ def chain(update_images: UpdateImages) -> Iterator[Chain]:
                 image=chain.images.path(VERSIONS["1.0.0"]),
                 name=f"up-{secrets.token_hex(3)}",
                 die_with_parent=True,
+                secure_boot=True,
             ),
             vm_root(),
         )
@@ -150,6 +160,24 @@ def chain(update_images: UpdateImages) -> Iterator[Chain]:
                 chain.host.kill()
             shutil.rmtree(chain.host.vm_dir.path, ignore_errors=True)
             shutil.rmtree(chain.work, ignore_errors=True)
+
+
+def test_secure_boot_starts_the_signed_image_with_its_own_command_line(chain: Chain) -> None:
+    assert chain.version() == "1.0.0"
+    assert chain.status()["secure_boot"] is True
+    # The firmware's db (the signature database variable) holds the session's certificate.
+    db_variable = "/sys/firmware/efi/efivars/db-d719b2cb-3d3a-4596-a3bc-dad00e67656f"
+    db = chain.sh(f"od -An -v -tx1 {db_variable} | tr -d ' \\n'")
+    der = x509.load_pem_x509_certificate((chain.keys / "secure-boot/db.crt").read_bytes())
+    assert der.public_bytes(serialization.Encoding.DER).hex() in db
+    # The stub ignored the entry's options (root=PARTLABEL=root-a keel.slot=a): the
+    # kernel runs with the UKI's signed command line, which names no slot.
+    cmdline = chain.sh("cat /proc/cmdline").split()
+    assert "root=/dev/mapper/keel-root" in cmdline, cmdline
+    assert not [w for w in cmdline if w.startswith("keel.slot=")], cmdline
+    assert chain.status()["booted"]["slot"] == "a"
+    # Debian's kernel saw Secure Boot too: it locks itself down (signed modules only).
+    assert "[integrity]" in chain.sh("cat /sys/kernel/security/lockdown")
 
 
 def test_killed_while_writing_the_slot_boots_the_old_version(chain: Chain) -> None:
@@ -196,7 +224,8 @@ def test_update_to_v2_across_key_rotations_keeps_data(chain: Chain) -> None:
     chain.keelctl("update --reboot")  # already installed: only reboots
     chain.wait_for_version("2.0.0", old_boot)
     status = chain.status()
-    assert status["booted"]["slot"] == "b"
+    assert status["booted"]["slot"] == "b"  # the initrd found v2's slot by itself
+    assert "keel.slot=" not in chain.sh("cat /proc/cmdline")
     assert status["last_result"]["result"] == "succeeded", status
     assert status["other"] == {**status["other"], "version": "1.0.0", "state": "good"}
     assert chain.data() == before
@@ -272,3 +301,33 @@ def test_a_corrupted_slot_rolls_back_by_itself(chain: Chain) -> None:
     assert status["last_result"]["version"] == "5.0.0"
     assert "did not finish booting within 3 tries" in status["last_result"]["reason"]
     assert chain.keelctl("check")[1].strip().startswith("up to date")
+
+
+def test_secure_boot_firmware_refuses_an_unsigned_disk(chain: Chain, keel_image: Path) -> None:
+    """The same enrolled firmware, given a disk whose loader the owner did not sign
+    (the session's unsigned test image, beside this chain's certificates): nothing of it
+    starts."""
+    artifact = chain.work / "unsigned"
+    artifact.mkdir()
+    disk = keel_image / "disk.qcow2" if keel_image.is_dir() else keel_image
+    # A thin copy (a qcow2 over it): the runner looks for the certificates beside it.
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", disk_format(disk), "-b", disk.resolve(),
+         artifact / "disk.qcow2"],
+        check=True,
+    )  # fmt: skip
+    shutil.copytree(chain.images.path(VERSIONS["1.0.0"]) / "secure-boot", artifact / "secure-boot")
+    name = f"unsigned-{secrets.token_hex(3)}"
+    options = runner.RunOptions(
+        image=artifact, name=name, die_with_parent=True, secure_boot=True, boot_timeout=90
+    )
+    folder = vm_dir(vm_root(), name)
+    try:
+        with pytest.raises(KeelError):
+            runner.start(options, vm_root())
+        serial = folder.serial_log.read_bytes().decode(errors="replace")
+        # OVMF's boot manager says why it skipped the disk; no loader or kernel ran.
+        assert "Access Denied" in serial, serial[-3000:]
+        assert "Linux version" not in serial, serial[-3000:]
+    finally:
+        runner.remove(folder, force=True)

@@ -1,7 +1,8 @@
 """Boot the default image N times and report the time from `keel run` to SSH ready.
 
 Also asks the guest where the time went (systemd-analyze: firmware, loader, kernel,
-initrd, userspace). Usage: python bench/boot.py [-n 3] [--image PATH] [--json]"""
+initrd, userspace). Usage: python bench/boot.py [-n 3] [--image PATH] [--secure-boot]
+[--json]; --secure-boot needs an image built with Secure Boot keys (keel build --keys)."""
 
 from __future__ import annotations
 
@@ -43,8 +44,10 @@ class Boot:
     systemd_analyze: str
 
 
-def boot_once(image: Path | None, accel: str | None, root: Path) -> Boot:
-    options = runner.RunOptions(image=image, accel=accel, die_with_parent=True)
+def boot_once(image: Path | None, accel: str | None, root: Path, secure_boot: bool = False) -> Boot:
+    options = runner.RunOptions(
+        image=image, accel=accel, die_with_parent=True, secure_boot=secure_boot
+    )
     vm = KeelVM.start(options, root)
     try:
         # Host time since `keel run` started minus guest uptime, taken together right
@@ -71,6 +74,7 @@ def main() -> int:
     parser.add_argument("-n", "--boots", type=int, default=3)
     parser.add_argument("--image", type=Path, help="artifact dir or disk (default: newest build)")
     parser.add_argument("--accel", choices=("kvm", "tcg"))
+    parser.add_argument("--secure-boot", action="store_true", help="boot under Secure Boot")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
     commands.echo_commands = False
@@ -79,7 +83,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="keel-bench-") as root:
             for i in range(args.boots):
                 print(f"==> boot {i + 1}/{args.boots}", file=sys.stderr)
-                runs.append(boot_once(args.image, args.accel, Path(root)))
+                runs.append(boot_once(args.image, args.accel, Path(root), args.secure_boot))
     except KeelError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

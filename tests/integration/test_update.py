@@ -319,7 +319,7 @@ def test_secure_boot_firmware_refuses_an_unsigned_disk(chain: Chain, keel_image:
     shutil.copytree(chain.images.path(VERSIONS["1.0.0"]) / "secure-boot", artifact / "secure-boot")
     name = f"unsigned-{secrets.token_hex(3)}"
     options = runner.RunOptions(
-        image=artifact, name=name, die_with_parent=True, secure_boot=True, boot_timeout=90
+        image=artifact, name=name, die_with_parent=True, secure_boot=True, boot_timeout=45
     )
     folder = vm_dir(vm_root(), name)
     try:

@@ -68,12 +68,16 @@ def client_identity(header: str | None, raw: bytes) -> tuple[str, str]:
     return group, node
 
 
+def timestamp(now: float) -> str:
+    """UTC with milliseconds, from one reading of the clock (seconds and milliseconds
+    read apart could straddle a second and go back in time)."""
+    millis = int(now * 1000)
+    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(millis // 1000))
+    return f"{seconds}.{millis % 1000:03d}Z"
+
+
 def log(message: str) -> None:
-    stamp = (
-        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-        + f".{int(time.time() * 1000) % 1000:03d}Z"
-    )
-    print(f"keel fleetlock: {stamp} {message}", file=sys.stderr, flush=True)
+    print(f"keel fleetlock: {timestamp(time.time())} {message}", file=sys.stderr, flush=True)
 
 
 class Handler(BaseHTTPRequestHandler):

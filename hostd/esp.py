@@ -31,6 +31,7 @@ ESP = Path("/efi")
 EFIVARS = Path("/sys/firmware/efi/efivars")
 LOADER_GUID = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"
 GLOBAL_GUID = "8be4df61-93ca-11d2-aa0d-00e098032b8c"  # the UEFI spec's own variables
+IMAGE_SECURITY_GUID = "d719b2cb-3d3a-4596-a3bc-dad00e67656f"  # db and dbx
 _ENTRY = re.compile(
     r"^keel-(?P<version>.+)-(?P<slot>[ab])(?:\+(?P<left>[0-9]+)(?:-(?P<done>[0-9]+))?)?\.conf$"
 )
@@ -214,3 +215,11 @@ def secure_boot_enabled(efivars: Path = EFIVARS) -> bool:
     except OSError:
         return False
     return len(raw) == 5 and raw[4] == 1
+
+
+def firmware_db(efivars: Path = EFIVARS) -> bytes | None:
+    """The firmware's db variable (what it lets start under Secure Boot), or None."""
+    try:
+        return (efivars / f"db-{IMAGE_SECURITY_GUID}").read_bytes()
+    except OSError:
+        return None

@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from hostd import cmdline, fleet, growvar, integrity, slots
-from hostd.esp import Entry, EspTree, secure_boot_enabled
+from hostd.esp import Entry, EspTree, firmware_db, secure_boot_enabled
 from hostd.files import UnsafeFile, empty_folder, free_bytes, fresh_private_folder, open_untrusted
-from hostd.formats import bootentry, verity
+from hostd.formats import bootentry, efisignature, verity
 from hostd.formats.bundle import Bundle, BundleError, chunks
 from hostd.formats.sizes import MIB
 from hostd.formats.version import is_newer, version_key
@@ -88,6 +88,7 @@ class HostPaths:
     root_verity: Callable[[], str | None] = field(default=integrity.root_verity)
     # Whether the firmware enforces Secure Boot (its SecureBoot variable).
     secure_boot: Callable[[], bool] = field(default=lambda: secure_boot_enabled())
+    firmware_db: Callable[[], bytes | None] = field(default=lambda: firmware_db())
 
 
 # Seconds between answering an update or rollback and rebooting.
@@ -174,9 +175,30 @@ class Updater:
                 f"the root image ({info.root.size} bytes) does not fit slot {slot} "
                 f"({capacity} bytes)"
             )
+        self._check_signature(bundle, info.version)
         needed = info.uki.size + ESP_MARGIN
         if needed > self.esp.free_bytes() + self.esp.slot_boot_files_size(slot):
             raise Refused(f"the ESP has no room for the unified kernel image ({needed} bytes)")
+
+    def _check_signature(self, bundle: Bundle, version: str) -> None:
+        """Under Secure Boot, a kernel image the firmware would refuse is refused here:
+        the firmware would stop the machine before any counter or rollback could act."""
+        if not self.paths.secure_boot():
+            return
+        certificates = efisignature.db_certificates(self.paths.firmware_db() or b"")
+        try:
+            signed = efisignature.signed_by_one_of(
+                bundle.open_member(bundle.info.uki), certificates
+            )
+        except efisignature.SignatureError as error:
+            raise Refused(f"{version}'s kernel image is not a signed EFI image: {error}") from None
+        if not signed:
+            raise Refused(
+                f"Secure Boot is on, and {version}'s kernel image is unsigned or signed by a "
+                "key whose certificate is not in this machine's db: the firmware would "
+                "refuse to start it. Build the version with `keel build --keys DIR`, DIR "
+                "holding the Secure Boot keys this machine is enrolled with"
+            )
 
     def _check_version(self, state: UpdateState, version: str) -> None:
         if version in state.failed_versions:

@@ -40,6 +40,7 @@ def make_bundle(
     name: str = "docker-host",
     root_size: int = 65536,
     verity: Callable[[Path], str] | None = None,
+    uki: bytes | None = None,
 ) -> Path:
     """verity: given the root image file, append a tree to it and return the kernel
     argument that names it (what the build does with boot.verity)."""
@@ -52,7 +53,7 @@ def make_bundle(
         cmdline.append(verity(root))
     files = {
         "root": ("root.erofs", root.read_bytes()),
-        "uki": ("keel.efi", f"unified kernel image {version}".encode()),
+        "uki": ("keel.efi", uki or f"unified kernel image {version}".encode()),
     }
     records = {}
     for role, (filename, data) in files.items():

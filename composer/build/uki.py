@@ -20,13 +20,13 @@ kernel arguments."""
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from composer.core import commands
 from composer.core.errors import KeelError
+from hostd.formats.pe import PeHeader, read_header
 
 if TYPE_CHECKING:
     from composer.build.context import BuildContext
@@ -46,30 +46,18 @@ def uki_cmdline(cmdline: tuple[str, ...], verity: bool) -> str:
     return " ".join((*(ROOT_WORDS if verity else UNVERIFIED_ROOT_WORDS), *cmdline))
 
 
-def _pe_header(stub: Path) -> dict[str, int]:
-    """ImageBase, SizeOfImage and SectionAlignment of a PE file (objdump -p)."""
-    text = commands.output(["objdump", "-p", stub])
-    found = {}
-    for key in ("ImageBase", "SizeOfImage", "SectionAlignment"):
-        match = re.search(rf"^{key}\s+([0-9a-fA-F]+)$", text, re.MULTILINE)
-        if match is None:
-            raise KeelError(f"objdump -p {stub} shows no {key}: is it an EFI stub?")
-        found[key] = int(match[1], 16)
-    return found
-
-
 def _align(value: int, alignment: int) -> int:
     return (value + alignment - 1) // alignment * alignment
 
 
 def section_layout(
-    header: dict[str, int], sections: list[tuple[str, Path]]
+    header: PeHeader, sections: list[tuple[str, Path]]
 ) -> list[tuple[str, Path, int]]:
     """(name, file, absolute address) for each section, in order, after the stub."""
     # At least a page: systemd 252's stub declares 512-byte alignment, and the kernel
     # and initrd are best placed on page boundaries whatever the stub says.
-    alignment = max(header["SectionAlignment"], PAGE)
-    address = _align(header["ImageBase"] + header["SizeOfImage"], alignment)
+    alignment = max(header.section_alignment, PAGE)
+    address = _align(header.image_base + header.size_of_image, alignment)
     placed = []
     for name, path in sections:
         placed.append((name, path, address))
@@ -102,8 +90,10 @@ def assemble(
             (".initrd", initrd),
             (".linux", kernel),  # last: room to decompress after it
         ]
+        with stub.open("rb") as handle:
+            header = read_header(handle)
         args: list[str | Path] = ["objcopy", "-p"]
-        for name, path, address in section_layout(_pe_header(stub), sections):
+        for name, path, address in section_layout(header, sections):
             args += ["--add-section", f"{name}={path}", "--change-section-vma", f"{name}={address:#x}"]
         args += ["--set-section-flags", ".linux=code,readonly", stub, out]
         commands.run(args)

@@ -29,7 +29,6 @@ TOOLS = (
     Tool("zstd", "zstd", "keel build: compression"),
     Tool("xz", "xz-utils", "keel build: recompress kernel modules (xz to zstd)"),
     Tool("objcopy", "binutils", "keel build: assemble unified kernel images"),
-    Tool("objdump", "binutils", "keel build: unified kernel image layout"),
     Tool("sbsign", "sbsigntool", "keel build --keys: sign for Secure Boot"),
     Tool("qemu-system-x86_64", "qemu-system-x86", "keel run: boot images"),
     Tool("ssh", "openssh-client", "keel ssh"),

@@ -10,8 +10,8 @@ version built without `--keys`, or with another owner's keys); the signature its
 is the firmware's to check (TUF already vouched for the bundle's bytes, and hostd
 has no crypto library on the host).
 
-Formats: PE/COFF's certificate table (data directory 4, a file offset and size) of
-WIN_CERTIFICATE entries, whose PKCS#7 SignedData embeds the signer's certificate;
+Formats: PE/COFF's certificate table (hostd/formats/pe.py finds it) of WIN_CERTIFICATE
+entries, whose PKCS#7 SignedData embeds the signer's certificate;
 and UEFI's EFI_SIGNATURE_LIST, one after another in the db variable after its
 4 attribute bytes, X.509 entries being an owner GUID then the DER certificate."""
 
@@ -21,10 +21,10 @@ import struct
 import uuid
 from typing import IO
 
+from hostd.formats import pe
+
 X509_TYPE = uuid.UUID("a5c059a1-94e4-4aa7-87b5-ab155c2bf072")
 PKCS_SIGNED_DATA = 0x0002  # WIN_CERT_TYPE_PKCS_SIGNED_DATA
-PE32_PLUS = 0x20B
-SECURITY_DIRECTORY = 4
 MAX_SIGNATURES = 1024 * 1024  # a certificate table larger than this is not a signature
 
 
@@ -32,36 +32,15 @@ class SignatureError(Exception):
     """The file is not a PE image, or its certificate table is malformed."""
 
 
-def _read_at(stream: IO[bytes], offset: int, size: int) -> bytes:
-    stream.seek(offset)
-    data = stream.read(size)
-    if len(data) != size:
-        raise SignatureError(f"the file ends before byte {offset + size}")
-    return data
-
-
 def signatures(stream: IO[bytes]) -> list[bytes]:
     """The PKCS#7 blobs of a PE image's certificate table (none: unsigned)."""
-    if _read_at(stream, 0, 2) != b"MZ":
-        raise SignatureError("not a PE image (no MZ header)")
-    (pe_offset,) = struct.unpack("<I", _read_at(stream, 0x3C, 4))
-    if _read_at(stream, pe_offset, 4) != b"PE\0\0":
-        raise SignatureError("not a PE image (no PE signature)")
-    optional = pe_offset + 24
-    (magic,) = struct.unpack("<H", _read_at(stream, optional, 2))
-    if magic != PE32_PLUS:
-        raise SignatureError(f"not a 64-bit PE image (optional header magic {magic:#x})")
-    # PE32+: the data directories start 112 bytes into the optional header.
-    entry = optional + 112 + 8 * SECURITY_DIRECTORY
-    (count,) = struct.unpack("<I", _read_at(stream, optional + 108, 4))
-    if count <= SECURITY_DIRECTORY:
-        return []
-    offset, size = struct.unpack("<II", _read_at(stream, entry, 8))
-    if size == 0:
-        return []
-    if size > MAX_SIGNATURES:
-        raise SignatureError(f"a certificate table of {size} bytes")
-    table = _read_at(stream, offset, size)
+    try:
+        offset, size = pe.read_header(stream).certificates
+        if size > MAX_SIGNATURES:
+            raise SignatureError(f"a certificate table of {size} bytes")
+        table = pe.read_at(stream, offset, size) if size else b""
+    except pe.PeError as error:
+        raise SignatureError(str(error)) from None
     found = []
     position = 0
     while position + 8 <= len(table):

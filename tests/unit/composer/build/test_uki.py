@@ -12,9 +12,11 @@ import pytest
 
 from composer.build import uki
 from composer.publish import secureboot
+from hostd.formats.pe import PeHeader, read_header
 from tests.unit.composer.build.stubs import HOST_STUB
 
-TRIXIE_LIKE = {"ImageBase": 0x14DF90000, "SizeOfImage": 0x1B000, "SectionAlignment": 0x1000}
+# The values of trixie's systemd 257 stub (objdump -p).
+TRIXIE_LIKE = PeHeader(0x14DF90000, 0x1000, 0x1B000, (0, 0))
 
 
 def sections(efi: Path) -> dict[str, tuple[int, int]]:
@@ -110,3 +112,14 @@ def test_a_missing_stub_is_named(tmp_path: Path) -> None:
     ctx = type("Ctx", (), {"tree": tmp_path, "definition": type("D", (), {"source": "x.yaml"})()})
     with pytest.raises(Exception, match="systemd-boot-efi"):
         uki.step(ctx)  # type: ignore[arg-type]
+
+
+def test_the_stubs_header_is_read_as_objdump_shows_it() -> None:
+    shown = subprocess.run(["objdump", "-p", HOST_STUB], capture_output=True, text=True).stdout
+    fields = dict(re.findall(r"^(ImageBase|SectionAlignment|SizeOfImage)\s+([0-9a-f]+)$", shown, re.M))
+    with HOST_STUB.open("rb") as handle:
+        header = read_header(handle)
+    assert header.image_base == int(fields["ImageBase"], 16)
+    assert header.section_alignment == int(fields["SectionAlignment"], 16)
+    assert header.size_of_image == int(fields["SizeOfImage"], 16)
+    assert header.certificates == (0, 0)  # Debian's stub package is unsigned

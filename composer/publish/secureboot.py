@@ -104,9 +104,10 @@ def generate(key_dir: Path, owner: str, *, now: datetime | None = None) -> Secur
     return keys
 
 
-def load(key_dir: Path) -> SecureBootKeys | None:
+def load(key_dir: Path, *, private_keys: bool = True) -> SecureBootKeys | None:
     """The Secure Boot keys in key_dir/secure-boot/, or None if there is no such folder;
-    KeelError if it is there but incomplete."""
+    KeelError if it is there but incomplete. private_keys=False: only the certificates
+    and owner.guid, as a build leaves them beside its disk (copy_certificates)."""
     folder = key_dir / FOLDER
     if not folder.is_dir():
         return None
@@ -119,12 +120,10 @@ def load(key_dir: Path) -> SecureBootKeys | None:
             hint="`keel keygen --secure-boot` writes the whole folder",
         ) from None
     keys = SecureBootKeys(folder, owner)
-    missing = [
-        str(path)
-        for name in KEYS
-        for path in (keys.key(name), keys.certificate(name))
-        if not path.is_file()
-    ]
+    needed = [keys.certificate(name) for name in KEYS]
+    if private_keys:
+        needed += [keys.key(name) for name in KEYS]
+    missing = [str(path) for path in needed if not path.is_file()]
     if missing:
         raise KeelError(
             f"the Secure Boot keys in {folder} are incomplete: {', '.join(missing)} missing",

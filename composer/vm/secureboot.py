@@ -8,12 +8,11 @@ guest would need a boot of an unsigned tool first."""
 from __future__ import annotations
 
 import sys
-import uuid
 from pathlib import Path
 
 from composer.core import commands
 from composer.core.errors import KeelError
-from composer.publish.secureboot import FOLDER, KEYS, OWNER_GUID, SecureBootKeys
+from composer.publish.secureboot import FOLDER, SecureBootKeys, load
 
 UNSIGNED_HINT = (
     "build it with `keel build --keys DIR` where DIR holds secure-boot/ "
@@ -24,24 +23,16 @@ UNSIGNED_HINT = (
 def image_certificates(disk: Path) -> SecureBootKeys:
     """The certificates a build signed for Secure Boot left in secure-boot/ beside its
     disk (only the .crt files and owner.guid: the private keys stay with the owner)."""
-    folder = disk.parent / FOLDER
-    if not folder.is_dir():
+    try:
+        keys = load(disk.parent, private_keys=False)
+    except KeelError as error:
+        raise KeelError(error.message, hint=UNSIGNED_HINT) from None
+    if keys is None:
         raise KeelError(
-            f"{disk} was not signed for Secure Boot: there is no {folder}", hint=UNSIGNED_HINT
-        )
-    needed = [folder / f"{name}.crt" for name in KEYS] + [folder / OWNER_GUID]
-    missing = [str(path) for path in needed if not path.is_file()]
-    if missing:
-        raise KeelError(
-            f"the Secure Boot certificates of {disk} are incomplete: {', '.join(missing)} missing",
+            f"{disk} was not signed for Secure Boot: there is no {disk.parent / FOLDER}",
             hint=UNSIGNED_HINT,
         )
-    owner = (folder / OWNER_GUID).read_text().strip()
-    try:
-        uuid.UUID(owner)
-    except ValueError:
-        raise KeelError(f"{folder / OWNER_GUID} holds no GUID: {owner!r}") from None
-    return SecureBootKeys(folder, owner)
+    return keys
 
 
 def write_enrolled_vars(template: Path, keys: SecureBootKeys, output: Path) -> None:

@@ -51,7 +51,7 @@ def populate_esp(
         (esp / dest).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(bootloader, esp / dest)
         if keys is not None:
-            sign(esp / dest, keys.db_key, keys.db_cert)
+            sign(esp / dest, keys)
     (esp / "loader/entries").mkdir(parents=True)
     (esp / "loader/loader.conf").write_text(bootentry.loader_conf())
     slot_uki = esp / bootentry.uki_path(slot).lstrip("/")

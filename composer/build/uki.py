@@ -30,6 +30,7 @@ from hostd.formats.pe import PeHeader, read_header
 
 if TYPE_CHECKING:
     from composer.build.context import BuildContext
+    from composer.publish.secureboot import SecureBootKeys
 
 STUB = "usr/lib/systemd/boot/efi/linuxx64.efi.stub"
 OS_RELEASE = "usr/lib/os-release"
@@ -112,10 +113,12 @@ def dump_section(efi: Path, name: str, dest: Path) -> Path:
     return dest
 
 
-def sign(efi: Path, key: Path, cert: Path) -> None:
+def sign(efi: Path, keys: SecureBootKeys) -> None:
     """Sign an EFI binary in place for Secure Boot with the owner's db key."""
     signed = efi.with_name(efi.name + ".signed")
-    commands.run(["sbsign", "--key", key, "--cert", cert, "--output", signed, efi])
+    commands.run(
+        ["sbsign", "--key", keys.db_key, "--cert", keys.db_cert, "--output", signed, efi]
+    )
     signed.replace(efi)
 
 
@@ -137,6 +140,5 @@ def step(ctx: BuildContext) -> None:
         cmdline=uki_cmdline(ctx.kernel_cmdline, ctx.root_verity is not None),
         out=ctx.uki,
     )
-    keys = ctx.secure_boot_keys
-    if keys is not None:
-        sign(ctx.uki, keys.db_key, keys.db_cert)
+    if ctx.secure_boot_keys is not None:
+        sign(ctx.uki, ctx.secure_boot_keys)

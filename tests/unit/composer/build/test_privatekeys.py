@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from composer.build import bundle, privatekeys, uki
+from composer.build import bundle, privatekeys
 from composer.build.manifest import file_record
 from composer.build.privatekeys import (
     Finding,
@@ -25,7 +25,7 @@ from composer.build.privatekeys import (
     scan_tree,
 )
 from composer.core.errors import KeelError
-from tests.unit.composer.build.stubs import HOST_STUB
+from tests.unit.composer.build.stubs import make_uki
 
 EC_KEY = ec.generate_private_key(ec.SECP256R1())
 
@@ -157,17 +157,7 @@ def test_bundle_members_are_scanned_as_the_host_unpacks_them(tmp_path: Path) -> 
         payload / "root.erofs"
     )
     # The UKI's initrd is compressed inside it: found only if it is unpacked.
-    (tmp_path / "vmlinuz").write_bytes(b"kernel")
-    (tmp_path / "initrd.img").write_bytes(zstd(newc({"etc/key.pem": pem(EC_KEY, PKCS8)})))
-    uki.assemble(
-        HOST_STUB,
-        kernel=tmp_path / "vmlinuz",
-        initrd=tmp_path / "initrd.img",
-        os_release=Path("/usr/lib/os-release"),
-        kernel_release="6.1.0-test",
-        cmdline="ro",
-        out=payload / "keel.efi",
-    )
+    make_uki(payload / "keel.efi", initrd=zstd(newc({"etc/key.pem": pem(EC_KEY, PKCS8)})))
     write_payload_json(payload)
     found = scan_bundle(bundle.write_bundle(payload, tmp_path / "bundle"))
     assert found == [

@@ -13,7 +13,7 @@ import pytest
 from composer.build import uki
 from composer.publish import secureboot
 from hostd.formats.pe import PeHeader, read_header
-from tests.unit.composer.build.stubs import HOST_STUB
+from tests.unit.composer.build.stubs import HOST_STUB, KERNEL_RELEASE, make_uki
 
 # The values of trixie's systemd 257 stub (objdump -p).
 TRIXIE_LIKE = PeHeader(0x14DF90000, 0x1000, 0x1B000, (0, 0))
@@ -29,19 +29,7 @@ def sections(efi: Path) -> dict[str, tuple[int, int]]:
 
 
 def make(tmp_path: Path, cmdline: str = "root=/dev/mapper/keel-root ro", name: str = "keel.efi") -> Path:
-    kernel, initrd = tmp_path / "vmlinuz", tmp_path / "initrd.img"
-    if not kernel.exists():
-        kernel.write_bytes(b"MZ kernel stand-in" * 5000)
-        initrd.write_bytes(b"initrd stand-in" * 3000)
-    return uki.assemble(
-        HOST_STUB,
-        kernel=kernel,
-        initrd=initrd,
-        os_release=Path("/usr/lib/os-release"),
-        kernel_release="6.12.0-test-amd64",
-        cmdline=cmdline,
-        out=tmp_path / name,
-    )
+    return make_uki(tmp_path / name, cmdline=cmdline)
 
 
 def test_sections_follow_the_stub_page_aligned_with_the_kernel_last(tmp_path: Path) -> None:
@@ -72,8 +60,8 @@ def test_sections_hold_the_inputs(tmp_path: Path) -> None:
         "root=/dev/mapper/keel-root rootfstype=erofs ro quiet"
     )
     initrd = uki.dump_section(efi, ".initrd", tmp_path / "i").read_bytes()
-    assert initrd == (tmp_path / "initrd.img").read_bytes()
-    assert uki.dump_section(efi, ".uname", tmp_path / "u").read_text() == "6.12.0-test-amd64"
+    assert initrd == (tmp_path / "keel.efi.initrd").read_bytes()
+    assert uki.dump_section(efi, ".uname", tmp_path / "u").read_text() == KERNEL_RELEASE
 
 
 def test_same_inputs_give_the_same_bytes(tmp_path: Path) -> None:
@@ -96,7 +84,7 @@ def test_signed_image_verifies_only_with_the_owners_db_certificate(tmp_path: Pat
     keys = secureboot.generate(tmp_path / "keys", "Test owner")
     other = secureboot.generate(tmp_path / "other", "Someone else")
     efi = make(tmp_path)
-    uki.sign(efi, keys.db_key, keys.db_cert)
+    uki.sign(efi, keys)
 
     def verifies(cert: Path) -> bool:
         return subprocess.run(["sbverify", "--cert", cert, efi], capture_output=True).returncode == 0

@@ -548,7 +548,7 @@ class Updater:
         for line in text.splitlines():
             if line.startswith("options "):
                 words = line.removeprefix("options ").split()
-                return clean_cmdline(tuple(w for w in words if w not in ("rootfstype=erofs", "ro")))
+                return clean_cmdline(tuple(w for w in words if w not in bootentry.MOUNT_WORDS))
         return ()
 
     # --- after a boot ----------------------------------------------------------------

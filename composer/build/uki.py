@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from composer.core import commands
 from composer.core.errors import KeelError
+from hostd.formats.bootentry import MOUNT_WORDS, VERIFIED_ROOT
 from hostd.formats.pe import PeHeader, read_header
 
 if TYPE_CHECKING:
@@ -34,17 +35,14 @@ if TYPE_CHECKING:
 
 STUB = "usr/lib/systemd/boot/efi/linuxx64.efi.stub"
 OS_RELEASE = "usr/lib/os-release"
-# The root the initrd makes: the slot's data, checked block by block (keel-verity).
-VERIFIED_ROOT = "/dev/mapper/keel-root"
-# Slot-agnostic words before the image's own; the entry's options name the slot.
-ROOT_WORDS = (f"root={VERIFIED_ROOT}", "rootfstype=erofs", "ro")
-UNVERIFIED_ROOT_WORDS = ("rootfstype=erofs", "ro")
 PAGE = 4096
 
 
 def uki_cmdline(cmdline: tuple[str, ...], verity: bool) -> str:
     """The UKI's own command line: what a Secure Boot machine boots with."""
-    return " ".join((*(ROOT_WORDS if verity else UNVERIFIED_ROOT_WORDS), *cmdline))
+    # Slot-agnostic: without verity no root= at all (the entry's options name it).
+    root = (f"root={VERIFIED_ROOT}",) if verity else ()
+    return " ".join((*root, *MOUNT_WORDS, *cmdline))
 
 
 def _align(value: int, alignment: int) -> int:

@@ -11,6 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEFAULT_TRIES = 3
+# How every Keel command line mounts the root: read-only erofs. The loader entry names
+# the slot's partition; a UKI's own command line, the same for both slots, names the
+# dm-verity device the initrd opens (scripts/local-top/keel-verity).
+MOUNT_WORDS = ("rootfstype=erofs", "ro")
+VERIFIED_ROOT = "/dev/mapper/keel-root"
 LOADER_DEFAULT_GLOB = "keel-*"
 SLOTS = ("a", "b")
 
@@ -53,8 +58,8 @@ class BootEntry:
     cmdline: tuple[str, ...]
 
     def options(self) -> str:
-        root = (f"root=PARTLABEL={slot_label(self.slot)}", "rootfstype=erofs", "ro")
-        return " ".join((*root, f"keel.slot={self.slot}", *self.cmdline))
+        root = f"root=PARTLABEL={slot_label(self.slot)}"
+        return " ".join((root, *MOUNT_WORDS, f"keel.slot={self.slot}", *self.cmdline))
 
     def render(self) -> str:
         # A Type #1 entry that starts the slot's UKI (`efi`): systemd-boot counts its

@@ -76,6 +76,10 @@ def _gib(size: int) -> str:
     return f"{size / 1024**3:.1f} GiB"
 
 
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
 def show_status(status: dict[str, Any]) -> str:
     from hostd.state import Phase  # here: only `status` needs it, and keelctl starts fast
 
@@ -101,6 +105,13 @@ def show_status(status: dict[str, Any]) -> str:
     if last:
         lines.append(f"last:     {last['result']} {last['version'] or ''} at {_when(last['at'])}")
         lines.append(f"          {last['reason']}")
+    transfer = status.get("last_transfer")
+    if transfer and transfer.get("full"):
+        lines.append(
+            f"download: {transfer['mode']}, {_mb(transfer['downloaded'])} of a "
+            f"{_mb(transfer['full'])} bundle "
+            f"({transfer['downloaded'] * 100 / transfer['full']:.1f}%)"
+        )
     for version, reason in (status.get("failed_versions") or {}).items():
         lines.append(f"skipped:  {version}: {reason}")
     root_verity = status.get("root_verity")

@@ -70,6 +70,9 @@ class Policy:
     reboot: str = "manual"
     window: Window = Window()
     fleet_lock: FleetLockConfig = field(default_factory=FleetLockConfig)
+    # Fetch only the blocks the host lacks when the repository publishes an index;
+    # false: always the full bundle.
+    delta: bool = True
 
     def check_seconds(self) -> int | None:
         """Seconds between scheduled checks; None when the policy says "never"."""
@@ -95,6 +98,9 @@ def policy_from(data: dict[str, Any]) -> Policy:
     fleet = data.get("fleet_lock") or {}
     if not isinstance(fleet, dict):
         raise PolicyError("fleet_lock must be an object with base_url, group, on_failure")
+    delta = data.get("delta", True)
+    if not isinstance(delta, bool):
+        raise PolicyError(f"delta is {delta!r}; write true or false")
     policy = Policy(
         name=str(data.get("name", "")),
         architecture=str(data.get("architecture", "")),
@@ -111,6 +117,7 @@ def policy_from(data: dict[str, Any]) -> Policy:
             group=str(fleet.get("group", "default")),
             on_failure=str(fleet.get("on_failure", "hold")),
         ),
+        delta=delta,
     )
     _validate(policy)
     return policy

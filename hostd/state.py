@@ -89,6 +89,9 @@ class UpdateState:
     last_result: Result | None = None
     # version -> why; hostd never offers these again.
     failed_versions: dict[str, str] = field(default_factory=dict)
+    # How the last installed version came: mode (delta, full, local bundle), bytes
+    # downloaded and the full bundle's size.
+    transfer: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,6 +107,7 @@ class UpdateState:
             progress=dict(data.get("progress", {})),
             last_result=Result(**last) if last else None,
             failed_versions=dict(data.get("failed_versions", {})),
+            transfer=dict(data.get("transfer", {})),
         )
 
 

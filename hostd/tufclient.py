@@ -31,6 +31,7 @@ from tuf.api.metadata import Metadata, TargetFile, Targets
 from tuf.ngclient import FetcherInterface, Updater, Urllib3Fetcher
 
 from hostd.files import UnsafeFile, open_untrusted, replacing
+from hostd.formats import blockindex
 from hostd.formats.sizes import MIB
 from hostd.formats.version import version_key
 
@@ -285,6 +286,30 @@ class Repository:
             if isinstance(blocks, Generator):
                 blocks.close()
         return dest
+
+    def fetch_index(self, candidate: Candidate, folder: Path) -> bytes | None:
+        """The block index of candidate (a delta update's map, hostd/delta.py), verified
+        against the signed metadata; None if the repository publishes none for it. Kept
+        in folder, so a retry after a power cut verifies the copy instead of fetching."""
+        path = candidate.keel.get("index")
+        if not isinstance(path, str):
+            return None
+        try:
+            info = self.updater.get_targetinfo(path)
+            if info is None:
+                raise RepositoryRefused(f"the signed metadata has no target {path}")
+            if info.length > blockindex.MAX_INDEX:
+                raise RepositoryRefused(f"{path} is {info.length} bytes, more than an index")
+            folder.mkdir(parents=True, exist_ok=True)
+            for stale in folder.iterdir():
+                if stale.name != info.path.rpartition("/")[2]:
+                    stale.unlink()
+            local = str(folder / info.path.rpartition("/")[2])
+            found = self.updater.find_cached_target(info, local)
+            found = found or self.updater.download_target(info, local)
+            return Path(found).read_bytes()
+        except (exceptions.RepositoryError, exceptions.DownloadError) as error:
+            raise RepositoryRefused(_explain(error)) from None
 
 
 def copy_matching(

@@ -27,13 +27,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from hostd import cmdline, fleet, growvar, integrity, slots
+from hostd import chunkfetch, cmdline, delta, fleet, growvar, integrity, slots
 from hostd.esp import Entry, EspTree, firmware_db, secure_boot_enabled
 from hostd.files import UnsafeFile, empty_folder, free_bytes, fresh_private_folder, open_untrusted
-from hostd.formats import bootentry, efisignature, verity
-from hostd.formats.bundle import Bundle, BundleError, chunks
+from hostd.formats import blockindex, bootentry, efisignature, verity
+from hostd.formats.bundle import Bundle, BundleError, BundleInfo, chunks, verify_stream
 from hostd.formats.sizes import MIB
 from hostd.formats.version import is_newer, version_key
 from hostd.policy import Policy, PolicyError, load_policy
@@ -54,6 +54,8 @@ ESP_MARGIN = MIB
 # The private folder (under the state dir) and the one bundle it holds during an update.
 STAGING = "staging"
 STAGED_BUNDLE = "bundle.keelbundle"
+# A delta's block index, kept across attempts (hostd/delta.py).
+DELTA_FOLDER = "delta"
 # What /var keeps free beside a bundle, for the state, the history and the journal. The
 # slot is written straight to its partition: it needs nothing on /var.
 VAR_MARGIN = MIB
@@ -151,11 +153,11 @@ class Updater:
         """Image name and architecture updates must have (policy may not say)."""
         return policy.name or self.release.name, policy.architecture or self.release.architecture
 
-    def _check_bundle(
-        self, state: UpdateState, bundle: Bundle, candidate: Candidate, slot: str
+    def _check_info(
+        self, state: UpdateState, info: BundleInfo, candidate: Candidate, slot: str
     ) -> None:
-        """Everything that makes a verified bundle wrong for this host, as refusals."""
-        info = bundle.info
+        """Everything that makes a verified version wrong for this host, as refusals
+        (its kernel image's signature aside: _check_signature)."""
         name, architecture = self._image(self.policy())
         if (info.name, info.architecture) != (name, architecture):
             raise Refused(
@@ -175,21 +177,18 @@ class Updater:
                 f"the root image ({info.root.size} bytes) does not fit slot {slot} "
                 f"({capacity} bytes)"
             )
-        self._check_signature(bundle, info.version)
         needed = info.uki.size + ESP_MARGIN
         if needed > self.esp.free_bytes() + self.esp.slot_boot_files_size(slot):
             raise Refused(f"the ESP has no room for the unified kernel image ({needed} bytes)")
 
-    def _check_signature(self, bundle: Bundle, version: str) -> None:
+    def _check_signature(self, uki: IO[bytes], version: str) -> None:
         """Under Secure Boot, a kernel image the firmware would refuse is refused here:
         the firmware would stop the machine before any counter or rollback could act."""
         if not self.paths.secure_boot():
             return
         certificates = efisignature.db_certificates(self.paths.firmware_db() or b"")
         try:
-            signed = efisignature.signed_by_one_of(
-                bundle.open_member(bundle.info.uki), certificates
-            )
+            signed = efisignature.signed_by_one_of(uki, certificates)
         except efisignature.SignatureError as error:
             raise Refused(f"{version}'s kernel image is not a signed EFI image: {error}") from None
         if not signed:
@@ -304,8 +303,10 @@ class Updater:
             return self._maybe_reboot(reboot, "already installed", candidate.version)
         target_slot = slots.other_slot(self.paths.booted_slot())
         if bundle is None:
-            state = self._download(state, repo, candidate, target_slot, staged)
-        self._apply(state, staged, candidate, target_slot)
+            if self._delta(state, repo, candidate, target_slot, staged.parent):
+                return self._maybe_reboot(reboot, "installed", candidate.version)
+            state = self._download(self.store.load(), repo, candidate, target_slot, staged)
+        self._apply(state, staged, candidate, target_slot, downloaded=bundle is None)
         return self._maybe_reboot(reboot, "installed", candidate.version)
 
     def _take_bundle(self, repo: Repository, source: Path, staged: Path) -> Candidate:
@@ -366,6 +367,133 @@ class Updater:
             raise self._failed_unexpectedly(candidate.version, "the download", error) from error
         return progress.state
 
+    # --- delta updates (hostd/delta.py) ---------------------------------------------
+
+    def _delta(
+        self, state: UpdateState, repo: Repository, candidate: Candidate, slot: str, staging: Path
+    ) -> bool:
+        """Install candidate from the blocks this host holds and the chunks it lacks.
+        False when the repository has no index for it, or the delta failed (recorded
+        in the history): the full bundle is then the way. Refusals any way of getting
+        the version would meet (failed before, too big, unsigned) are raised."""
+        if not self.policy().delta:
+            return False
+        version = candidate.version
+        try:
+            raw = repo.fetch_index(candidate, self.paths.state_dir / DELTA_FOLDER)
+            if raw is None:
+                return False
+            index = blockindex.decode(raw)
+            self._check_info(state, index.info, candidate, slot)
+        except Refused as error:
+            self._refuse(version, str(error))
+            raise
+        except (RepositoryRefused, blockindex.BlockIndexError, OSError) as error:
+            self._delta_failed(state, version, f"its block index: {error}")
+            return False
+        state = self.store.transition(
+            state,
+            Phase.DOWNLOADING,
+            target_version=version,
+            target_slot=slot,
+            from_version=self.release.version,
+            progress={"total": index.info.root.size, "done": 0},
+        )
+        try:
+            transfer = self._write_delta(state, index, repo, candidate, slot, staging, len(raw))
+        except Refused as error:
+            self._refuse(version, str(error))
+            raise
+        except (
+            chunkfetch.FetchError,
+            delta.DeltaError,
+            slots.SlotError,
+            BundleError,
+            OSError,
+        ) as error:
+            self._delta_failed(self.store.load(), version, str(error))
+            return False
+        except Exception as error:
+            raise self._failed_unexpectedly(version, "the delta update", error) from error
+        log.info(
+            "delta update to %s: downloaded %d of %d bytes", version,
+            transfer["downloaded"], transfer["full"],
+        )  # fmt: skip
+        return True
+
+    def _write_delta(
+        self,
+        state: UpdateState,
+        index: blockindex.BlockIndex,
+        repo: Repository,
+        candidate: Candidate,
+        slot: str,
+        staging: Path,
+        index_size: int,
+    ) -> dict[str, Any]:
+        info = index.info
+        booted = self.paths.booted_slot()
+        if slot == booted:
+            raise Refused(f"slot {slot} is the booted slot; refusing to write it")
+        booted_device = slots.slot_device(booted, self.paths.partlabels)
+        device = slots.slot_device(slot, self.paths.partlabels)
+        local = delta.LocalBlocks()
+        local.scan(booted_device, delta.image_extent(booted_device))
+        extent = max(delta.image_extent(device), info.root.size)
+        in_place = local.scan(device, min(extent, slots.device_size(device)))
+        for uki_slot in bootentry.SLOTS:
+            uki_file = self.esp.slot_uki(uki_slot)
+            if uki_file.is_file():
+                local.scan(uki_file, uki_file.stat().st_size)
+        fetcher = chunkfetch.ChunkFetcher(repo.url)
+        try:
+            # The kernel image first, into the private folder: checked whole (and its
+            # signature) before the slot is unhooked, so a failure leaves the slot alone.
+            staged_uki = staging / "keel.efi"
+            staged_uki.touch(mode=0o600)
+            stats = delta.assemble(staged_uki, index.file("uki"), local, fetcher)
+            with staged_uki.open("rb") as handle:
+                verify_stream(handle, info.uki)
+            with staged_uki.open("rb") as handle:
+                self._check_signature(handle, info.version)
+            state = self._unhook(state, info.version, slot)
+            expected = verity.from_cmdline(info.cmdline)
+            progress = Progress(self.store, state, info.root.size)
+            stats.add(
+                delta.assemble(
+                    device,
+                    index.file("root"),
+                    local,
+                    fetcher,
+                    in_place=in_place,
+                    computed_from=expected.hash_start_block if expected else None,
+                    progress=progress,
+                )
+            )
+        finally:
+            fetcher.close()
+        if expected is not None:
+            delta.write_verity_tree(device, expected)
+        self._check_written(device, info, slot)
+        transfer = {
+            "mode": "delta",
+            "downloaded": index_size + stats.downloaded,
+            "full": candidate.length,
+            "fetched_blocks": stats.fetched,
+            "reused_blocks": stats.copied + stats.in_place,
+            "computed_blocks": stats.rebuilt,
+        }
+        with staged_uki.open("rb") as handle:
+            self._install_boot_files(progress.state, info, handle, slot, transfer)
+        return transfer
+
+    def _delta_failed(self, state: UpdateState, version: str, why: str) -> None:
+        """Leave the delta behind (history says why) for the full bundle."""
+        log.warning("delta update to %s failed, taking the full bundle: %s", version, why)
+        self.store.record("delta-failed", {"version": version, "reason": why})
+        if state.phase != Phase.IDLE:
+            self.store.transition(state, Phase.IDLE, progress={})
+
     def _failed_unexpectedly(self, version: str, step: str, error: Exception) -> Refused:
         """Record a failure nobody foresaw (a bug, most likely) as the update's result, so
         the state does not stay in flight; the journal gets the traceback."""
@@ -374,18 +502,28 @@ class Updater:
         self._refuse(version, reason, result="failed")
         return Refused(reason)
 
-    def _apply(self, state: UpdateState, path: Path, candidate: Candidate, slot: str) -> None:
-        """Check the bundle against this host, write it into slot, then make slot bootable."""
+    def _apply(
+        self, state: UpdateState, path: Path, candidate: Candidate, slot: str, downloaded: bool
+    ) -> None:
+        """Check the bundle against this host, write it into slot, then make slot bootable.
+        downloaded: from the repository (else from a file the operator gave)."""
         version = candidate.version
         try:
             with Bundle(path) as bundle:
-                self._check_bundle(state, bundle, candidate, slot)
+                self._check_info(state, bundle.info, candidate, slot)
+                self._check_signature(bundle.open_member(bundle.info.uki), version)
                 # Last line of defence: whatever happened above, the booted slot is not
                 # written (booted_slot() checks the command line and the / device).
                 if slot == self.paths.booted_slot():
                     raise Refused(f"slot {slot} is the booted slot; refusing to write it")
                 state = self._write_slot(state, bundle, version, slot)
-                self._install_boot_files(state, bundle, version, slot)
+                transfer = {
+                    "mode": "full" if downloaded else "local bundle",
+                    "downloaded": candidate.length if downloaded else 0,
+                    "full": candidate.length,
+                }
+                uki = bundle.open_member(bundle.info.uki)
+                self._install_boot_files(state, bundle.info, uki, slot, transfer)
         except (Refused, BundleError) as error:
             self._refuse(version, str(error))
             raise Refused(str(error)) from None
@@ -401,6 +539,17 @@ class Updater:
         self, state: UpdateState, bundle: Bundle, version: str, slot: str
     ) -> UpdateState:
         """Unhook slot, stream the root image into it, and read it back from the disk."""
+        state = self._unhook(state, version, slot)
+        root = bundle.info.root
+        device = slots.slot_device(slot, self.paths.partlabels)
+        progress = Progress(self.store, state, root.size)
+        slots.write_compressed(device, chunks(bundle.open_member(root)), root, progress)
+        self._check_written(device, bundle.info, slot)
+        return progress.state
+
+    def _unhook(self, state: UpdateState, version: str, slot: str) -> UpdateState:
+        """Into writing-slot, with slot's loader entries and boot files gone first: from
+        here until the new entry, nothing boots the slot."""
         if state.phase == Phase.DOWNLOADING:
             state = self.store.transition(state, Phase.WRITING_SLOT)
         else:  # a local bundle: nothing has named the target yet
@@ -415,15 +564,16 @@ class Updater:
         if removed:
             log.info("slot %s unhooked before writing: removed %s", slot, removed)
         self.esp.remove_slot_boot_files(slot)
-        root = bundle.info.root
-        device = slots.slot_device(slot, self.paths.partlabels)
-        progress = Progress(self.store, state, root.size)
-        slots.write_compressed(device, chunks(bundle.open_member(root)), root, progress)
-        # With keel.verity= on the new version's command line, the slot's data and hash
-        # tree must give exactly that root hash, checked in the same read as the sha256:
-        # a build that got its tree wrong would otherwise fail every block read at boot.
+        return state
+
+    def _check_written(self, device: Path, info: BundleInfo, slot: str) -> None:
+        """Read the slot back from the disk: its sha256 must be the signed one, and with
+        keel.verity= on the new version's command line, its data and hash tree must give
+        exactly that root hash (checked in the same read): a build that got its tree
+        wrong would otherwise fail every block read at boot."""
+        root = info.root
         try:
-            expected = verity.from_cmdline(bundle.info.cmdline)
+            expected = verity.from_cmdline(info.cmdline)
         except verity.VerityError as error:
             raise Refused(f"slot {slot}: {error}") from None
         tree_check = verity.StreamCheck(expected) if expected is not None else None
@@ -437,23 +587,25 @@ class Updater:
                 tree_check.finish()
             except verity.VerityError as error:
                 raise Refused(f"slot {slot} fails its dm-verity check: {error}") from None
-        return progress.state
 
     def _install_boot_files(
-        self, state: UpdateState, bundle: Bundle, version: str, slot: str
+        self,
+        state: UpdateState,
+        info: BundleInfo,
+        uki: IO[bytes],
+        slot: str,
+        transfer: dict[str, Any] | None = None,
     ) -> None:
         """The UKI onto the ESP, then, last, the loader entry that boots it."""
         state = self.store.transition(state, Phase.INSTALLING)
-        info = bundle.info
-        self.esp.install_boot_file(
-            bootentry.uki_path(slot), chunks(bundle.open_member(info.uki)), info.uki
-        )
+        version = info.version
+        self.esp.install_boot_file(bootentry.uki_path(slot), chunks(uki), info.uki)
         words = self._with_host_arguments(clean_cmdline(info.cmdline))
         entry = bootentry.BootEntry(info.name, version, slot, words)
         name = self.esp.write_entry(entry)
         log.info("installed %s into slot %s, loader entry %s", version, slot, name)
-        self.store.transition(state, Phase.INSTALLED, progress={})
-        self.store.record("installed", {"version": version, "slot": slot})
+        self.store.transition(state, Phase.INSTALLED, progress={}, transfer=transfer or {})
+        self.store.record("installed", {"version": version, "slot": slot, **(transfer or {})})
 
     def _refuse(self, version: str, reason: str, result: str = "refused") -> None:
         """Record a refusal (or failure); an update already installed and waiting stays
@@ -680,6 +832,7 @@ class Updater:
             "progress": state.progress,
             "last_result": state.last_result.__dict__ if state.last_result else None,
             "failed_versions": state.failed_versions,
+            "last_transfer": state.transfer or None,
             "warnings": [
                 f"signed target {path} skipped: {why}" for path, why in self.skipped_targets.items()
             ],

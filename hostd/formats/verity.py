@@ -123,7 +123,7 @@ def tree_blocks(data_blocks: int) -> int:
     return total
 
 
-def _tree_from_leaves(leaves: list[bytes], salt: bytes) -> tuple[bytes, str]:
+def tree_from_leaves(leaves: list[bytes], salt: bytes) -> tuple[bytes, str]:
     """The tree as stored (top level first) and the root hash (hex), from the salted
     hashes of the data blocks. A single data block's own hash is the root."""
     if len(leaves) == 1:
@@ -182,7 +182,7 @@ class StreamCheck:
             )
         if superblock.salt != self.salt:
             raise VerityError("the verity salt differs from the signed one")
-        tree, root = _tree_from_leaves(self._leaves, self.salt)
+        tree, root = tree_from_leaves(self._leaves, self.salt)
         if root != self.expected.root_hash:
             raise VerityError(
                 f"the data's root hash is {root}, not the signed {self.expected.root_hash}"

@@ -105,6 +105,11 @@ STATE_FILE = """\
   },
   "failed_versions": {
     "1.5.0": "health"
+  },
+  "transfer": {
+    "mode": "delta",
+    "downloaded": 3,
+    "full": 100
   }
 }
 """
@@ -119,11 +124,18 @@ def test_the_state_file_keeps_its_bytes(tmp_path: Path) -> None:
         progress={"total": 10, "done": 5},
         last_result=Result("refused", "1.5.0", "why", 1.5),
         failed_versions={"1.5.0": "health"},
+        transfer={"mode": "delta", "downloaded": 3, "full": 100},
     )
     StateStore(tmp_path).save(state)
     assert (tmp_path / "state.json").read_text() == STATE_FILE
     (tmp_path / "state.json").write_text(STATE_FILE)
     assert StateStore(tmp_path).load() == state
+
+
+def test_a_state_file_from_before_transfers_loads() -> None:
+    old = json.loads(STATE_FILE)
+    del old["transfer"]
+    assert UpdateState.from_json(old).transfer == {}
 
 
 def test_a_loaded_phase_is_the_enum() -> None:

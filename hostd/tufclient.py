@@ -308,8 +308,13 @@ class Repository:
             found = self.updater.find_cached_target(info, local)
             found = found or self.updater.download_target(info, local)
             return Path(found).read_bytes()
+        except exceptions.LengthOrHashMismatchError as error:
+            raise RepositoryRefused(
+                f"the block index {path} does not match the signed targets metadata "
+                f"(tampered?): {error}"
+            ) from None
         except (exceptions.RepositoryError, exceptions.DownloadError) as error:
-            raise RepositoryRefused(_explain(error)) from None
+            raise RepositoryRefused(f"the block index {path}: {_explain(error)}") from None
 
 
 def copy_matching(

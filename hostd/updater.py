@@ -389,7 +389,7 @@ class Updater:
             self._refuse(version, str(error))
             raise
         except (RepositoryRefused, blockindex.BlockIndexError, OSError) as error:
-            self._delta_failed(state, version, f"its block index: {error}")
+            self._delta_failed(state, version, str(error))
             return False
         state = self.store.transition(
             state,
@@ -480,7 +480,8 @@ class Updater:
             "downloaded": index_size + stats.downloaded,
             "full": candidate.length,
             "fetched_blocks": stats.fetched,
-            "reused_blocks": stats.copied + stats.in_place,
+            "reused_blocks": stats.copied,
+            "kept_blocks": stats.in_place,
             "computed_blocks": stats.rebuilt,
         }
         with staged_uki.open("rb") as handle:

@@ -57,7 +57,7 @@ class CountingHandler(SimpleHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         self.server.count(connections=1)
-        self.wfile = _CountingWriter(self.wfile, self.server)  # type: ignore[assignment]
+        self.wfile = _CountingWriter(self.wfile, self.server)  # type: ignore[assignment,arg-type]
 
     def send_response(self, code: int, message: str | None = None) -> None:
         self.server.count(requests=1)

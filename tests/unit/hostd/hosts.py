@@ -41,18 +41,19 @@ def make_bundle(
     root_size: int = 65536,
     verity: Callable[[Path], str] | None = None,
     uki: bytes | None = None,
+    root: bytes | None = None,
 ) -> Path:
     """verity: given the root image file, append a tree to it and return the kernel
     argument that names it (what the build does with boot.verity)."""
     payload = work / f"payload-{version}"
     payload.mkdir(parents=True)
-    root = payload / "root.erofs"
-    root.write_bytes(os.urandom(root_size))
+    root_file = payload / "root.erofs"
+    root_file.write_bytes(root if root is not None else os.urandom(root_size))
     cmdline = ["console=ttyS0", "panic=10"]
     if verity is not None:
-        cmdline.append(verity(root))
+        cmdline.append(verity(root_file))
     files = {
-        "root": ("root.erofs", root.read_bytes()),
+        "root": ("root.erofs", root_file.read_bytes()),
         "uki": ("keel.efi", uki or f"unified kernel image {version}".encode()),
     }
     records = {}

@@ -36,6 +36,9 @@ log = logging.getLogger("keel.hostd")
 # Blocks of the target slot needed at other places are kept in memory up to this much;
 # beyond it they are fetched.
 STASH_LIMIT = 64 * MIB
+# Written blocks reach the disk at least this often, before the progress that counts
+# them is saved: a retry after a power cut finds them in place.
+SYNC_STEP = 32 * MIB
 _EROFS_MAGIC = 0xE0F5E1E2
 _EROFS_SUPERBLOCK = 1024
 
@@ -144,16 +147,19 @@ def assemble(
     wanted: dict[bytes, list[int]] = {}
     stash: dict[bytes, bytes] = {}
     stash_size = 0
-    done = 0
+    done = synced = 0
     with ExitStack() as stack:
         fd_of = stack.enter_context(_readers())
         out = os.open(target, os.O_WRONLY)
         stack.callback(os.close, out)
 
         def write(number: int, block: bytes) -> None:
-            nonlocal done
+            nonlocal done, synced
             os.pwrite(out, block, number * BLOCK)
             done += len(block)
+            if done - synced >= SYNC_STEP:
+                os.fdatasync(out)
+                synced = done
             progress(done)
 
         todo: list[tuple[int, bytes]] = []

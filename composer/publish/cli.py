@@ -1,4 +1,5 @@
-"""The update verbs of `keel`: keygen, publish, rotate-key, serve (see docs/updates.md)."""
+"""The update verbs of `keel`: keygen, publish, prune, rotate-key, serve (see
+docs/updates.md)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from composer.core import commands
 from composer.core.errors import KeelError
+from composer.core.progress import Progress
 from composer.core.verbs import VerbGroup
+from hostd.formats.sizes import MIB
+
+if TYPE_CHECKING:
+    from composer.publish.indexes import AddedIndex
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -56,11 +62,23 @@ def cmd_publish(args: argparse.Namespace) -> int:
         force=args.force,
         rollout=rollout,
         halt_version=args.halt,
+        progress=Progress(quiet=args.json),
     )
+    index = published.index
     result: dict[str, Any] = {
         "target": published.target_path,
         "file": str(published.stored_at) if published.stored_at else None,
         "version": published.version,
+        "index": {
+            "target": index.target_path,
+            "file": str(index.stored_at),
+            "blocks": index.blocks,
+            "new_chunks": index.new_chunks,
+            "chunk_bytes_written": index.bytes_written,
+            "reused": index.reused,
+        }
+        if index
+        else None,
         "metadata_versions": {
             "targets": published.targets_version,
             "snapshot": published.snapshot_version,
@@ -79,6 +97,56 @@ def cmd_publish(args: argparse.Namespace) -> int:
             f"{what} (targets v{published.targets_version}, "
             f"snapshot v{published.snapshot_version}, timestamp v{published.timestamp_version})"
         )
+        if index is not None:
+            print(f"index {index.target_path}: {_chunk_summary(index)}")
+    return 0
+
+
+def _chunk_summary(index: AddedIndex) -> str:
+    if index.reused:
+        return f"{index.blocks} blocks; this bundle's index and chunks were already stored"
+    return (
+        f"{index.blocks} blocks, {index.new_chunks} new chunks written "
+        f"({index.bytes_written / MIB:.1f} MiB), the rest already stored"
+    )
+
+
+def _count(number: int, thing: str) -> str:
+    return f"{number} {thing}" if number == 1 else f"{number} {thing}s"
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from composer.publish import prune
+
+    pruned = prune.prune(args.repo, args.keys, args.keep, dry_run=args.dry_run)
+    if args.json:
+        print(json.dumps({
+            "dry_run": pruned.dry_run,
+            "kept": [str(v) for v in pruned.kept],
+            "removed": [str(v) for v in pruned.removed],
+            "unordered": [str(v) for v in pruned.unordered],
+            "targets": pruned.targets,
+            "files": [str(path) for path in pruned.files],
+            "chunks": pruned.chunks,
+            "bytes_freed": pruned.bytes_freed,
+            "targets_version": pruned.targets_version,
+        }, indent=2))  # fmt: skip
+        return 0
+    for version in pruned.unordered:
+        print(f"keel: warning: kept {version}: its version cannot be ordered", file=sys.stderr)
+    gone = "would go" if pruned.dry_run else "removed"
+    for version in pruned.removed:
+        print(f"{gone}: {version}")
+    deleted = "would be deleted" if pruned.dry_run else "deleted"
+    files = len(pruned.files) - pruned.chunks
+    summary = (
+        f"{_count(len(pruned.removed), 'version')} {gone}, {_count(files, 'target file')} and "
+        f"{_count(pruned.chunks, 'chunk')} {deleted} ({pruned.bytes_freed / MIB:.1f} MiB); "
+        f"{_count(len(pruned.kept) + len(pruned.unordered), 'version')} kept"
+    )
+    if pruned.targets_version is not None:
+        summary += f", targets metadata v{pruned.targets_version}"
+    print(summary)
     return 0
 
 
@@ -114,7 +182,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def register(verbs: VerbGroup) -> None:
-    """Add keygen, publish, rotate-key and serve to keel's subcommands (argparse subparsers)."""
+    """Add keygen, publish, prune, rotate-key and serve to keel's subcommands (argparse
+    subparsers)."""
     keygen = verbs.add_parser("keygen", help="create update signing keys and root metadata")
     keygen.add_argument("--out", type=Path, required=True, help="folder for the keys and root.json")
     keygen.add_argument(
@@ -130,7 +199,9 @@ def register(verbs: VerbGroup) -> None:
     )
     keygen.set_defaults(func=cmd_keygen)
 
-    publish = verbs.add_parser("publish", help="add a build's update bundle to a repository")
+    publish = verbs.add_parser(
+        "publish", help="add a build's update bundle, its block index and chunks to a repository"
+    )
     publish.add_argument(
         "artifact",
         type=Path,
@@ -165,6 +236,24 @@ def register(verbs: VerbGroup) -> None:
     )
     publish.add_argument("--json", action="store_true", help="print the result as JSON")
     publish.set_defaults(func=cmd_publish)
+
+    prune = verbs.add_parser(
+        "prune", help="remove all but the newest versions, and the chunks only they need"
+    )
+    prune.add_argument("--repo", type=Path, required=True, help="repository folder")
+    prune.add_argument("--keys", type=Path, required=True, help="folder written by `keel keygen`")
+    prune.add_argument(
+        "--keep",
+        type=int,
+        required=True,
+        metavar="N",
+        help="versions to keep of each image and architecture, the newest",
+    )
+    prune.add_argument(
+        "--dry-run", action="store_true", help="print what would be removed, change nothing"
+    )
+    prune.add_argument("--json", action="store_true", help="print the result as JSON")
+    prune.set_defaults(func=cmd_prune)
 
     rotate = verbs.add_parser(
         "rotate-key", help="replace one role's signing key (hosts follow by themselves)"

@@ -4,7 +4,10 @@
     metadata/N.targets.json                which bundles exist, their length and sha256
     metadata/N.snapshot.json               which targets metadata version is current
     metadata/timestamp.json                which snapshot is current; short-lived
-    targets/NAME/ARCH/SHA256.FILE          the bundles, named by content
+    targets/NAME/ARCH/SHA256.FILE          the bundles and their block indexes, named
+                                           by content (composer/publish/indexes.py)
+    chunks/AB/SHA256.z                     every block of every version, stored once
+                                           (composer/publish/chunkstore.py)
 
 Consistent snapshots: every file but timestamp.json is written under a new name and
 never changed afterwards, and timestamp.json is replaced last, so a client that reads
@@ -38,7 +41,8 @@ from composer.build import bundle
 from composer.build.manifest import sha256_file
 from composer.core.errors import KeelError
 from composer.core.files import copy_atomically, write_atomically
-from composer.publish import keys
+from composer.core.progress import Progress
+from composer.publish import indexes, keys
 from hostd.formats.duration import DurationError, parse_signed_duration
 from hostd.formats.version import version_key as shared_version_key
 
@@ -95,14 +99,19 @@ def target_path(info: bundle.BundleInfo) -> str:
 
 
 def target_custom(
-    info: bundle.BundleInfo, rollout: tuple[datetime, timedelta] | None = None
+    info: bundle.BundleInfo,
+    rollout: tuple[datetime, timedelta] | None = None,
+    index: str | None = None,
 ) -> dict[str, Any]:
+    """custom of a bundle target; index: the target path of its block index."""
     keel: dict[str, Any] = {
         "name": info.name,
         "version": info.version,
         "architecture": info.architecture,
         "kernel_version": info.kernel_version,
     }
+    if index is not None:
+        keel["index"] = index
     if rollout is not None:
         start, span = rollout
         # Whole seconds, as hostd/rollout.py reads them.
@@ -146,6 +155,7 @@ class Published:
     target_path: str | None  # None: metadata re-signed, no bundle added
     stored_at: Path | None
     version: str | None
+    index: indexes.AddedIndex | None  # the bundle's block index and its chunks
     targets_version: int
     snapshot_version: int
     timestamp_version: int
@@ -229,7 +239,7 @@ def _sign(metadata: Metadata[Any], signer: Signer, expires: datetime, *, first: 
 
 
 @dataclass
-class _State:
+class State:
     """The metadata being changed by one publish, and whether it is the first."""
 
     timestamp: Metadata[Timestamp]
@@ -238,13 +248,13 @@ class _State:
     first: bool
 
 
-def _load_state(repo: Repository) -> _State:
+def load_state(repo: Repository) -> State:
     current = repo.current()
     if current is None:
-        return _State(
+        return State(
             Metadata(Timestamp()), Metadata(Snapshot(meta={})), Metadata(Targets()), first=True
         )
-    return _State(*current, first=False)
+    return State(*current, first=False)
 
 
 def _check_newer(targets: Targets, info: bundle.BundleInfo, repo_dir: Path) -> None:
@@ -263,22 +273,25 @@ def _add_target(
     targets: Targets,
     source: Path,
     info: bundle.BundleInfo,
-    rollout: tuple[datetime, timedelta] | None = None,
-) -> Path:
+    rollout: tuple[datetime, timedelta] | None,
+    progress: Progress,
+) -> tuple[Path, indexes.AddedIndex]:
+    """Store the bundle, its chunks and its index, and add both targets."""
     with source.open("rb") as handle:
         target = TargetFile.from_data(target_path(info), handle, ["sha256"])
-    target.unrecognized_fields["custom"] = target_custom(info, rollout)
+    index = indexes.add_index(repo, targets, target, source, info, progress)
+    target.unrecognized_fields["custom"] = target_custom(info, rollout, index.target_path)
     stored = repo.stored_target(target)
     # Named by content: an existing file is the same bundle, unless it was damaged.
     if not stored.exists() or sha256_file(stored) != target.hashes["sha256"]:
         copy_atomically(source, stored)
     targets.targets[target.path] = target
-    return stored
+    return stored, index
 
 
-def _sign_top_level(
+def sign_top_level(
     repo: Repository,
-    state: _State,
+    state: State,
     signers: Mapping[str, Signer],
     lifetimes: Mapping[str, timedelta],
     issued: datetime,
@@ -299,7 +312,7 @@ def _sign_top_level(
     repo.write(timestamp, versioned=False)
 
 
-def _publish_signers(key_dir: Path, root: Root, *, renew_root: bool) -> dict[str, Signer]:
+def publishing_signers(key_dir: Path, root: Root, *, renew_root: bool) -> dict[str, Signer]:
     """The keys a publish signs with. Root only when root metadata is renewed, so the
     root key can stay offline; all are loaded before anything is written."""
     signers: dict[str, Signer] = {
@@ -322,6 +335,7 @@ def publish(
     now: datetime | None = None,
     rollout: timedelta | None = None,
     halt_version: str | None = None,
+    progress: Progress | None = None,
 ) -> Published:
     """Add the bundle to the repository (created from key_dir/root.json on first use),
     sign new targets, snapshot and timestamp metadata, and return what was written.
@@ -333,7 +347,8 @@ def publish(
     force: publish even if the version is not newer than the newest published one.
     rollout: spread the new version over this span, from now (hostd/rollout.py).
     halt_version: mark that published version halted: hosts that have not booted it
-    stop taking it, and drop it if installed but not booted."""
+    stop taking it, and drop it if installed but not booted.
+    progress: where the long step (storing the chunks) reports; quiet by default."""
     lifetimes = {**DEFAULT_EXPIRIES, **(expiries or {})}
     issued = now or datetime.now(UTC)
     source = find_bundle(artifact) if artifact is not None else None
@@ -347,26 +362,29 @@ def publish(
         root = repo.root()
         keys.settle_rotation(key_dir, root.signed)
         renew_root = bool(expiries and "root" in expiries)
-        signers = _publish_signers(key_dir, root.signed, renew_root=renew_root)
-        state = _load_state(repo)
+        signers = publishing_signers(key_dir, root.signed, renew_root=renew_root)
+        state = load_state(repo)
         if info is not None and not force:
             _check_newer(state.targets.signed, info, repo_dir)
         if renew_root:
             _sign(root, signers["root"], issued + lifetimes["root"], first=False)
             repo.write(root, versioned=True)
             repo.write(root, versioned=False)
-        stored = None
+        stored = index = None
         if source is not None and info is not None:
             plan = (issued, rollout) if rollout is not None else None
-            stored = _add_target(repo, state.targets.signed, source, info, plan)
+            stored, index = _add_target(
+                repo, state.targets.signed, source, info, plan, progress or Progress(quiet=True)
+            )
         if halt_version is not None:
             halt(state.targets.signed, halt_version)
-        _sign_top_level(repo, state, signers, lifetimes, issued)
+        sign_top_level(repo, state, signers, lifetimes, issued)
 
     return Published(
         target_path(info) if info else None,
         stored,
         info.version if info else None,
+        index,
         state.targets.signed.version,
         state.snapshot.signed.version,
         state.timestamp.signed.version,
@@ -422,7 +440,7 @@ def rotate_key(repo_dir: Path, key_dir: Path, role: str, *, now: datetime | None
             root.sign(old, append=True)  # what hosts trusting the old root check
         data = repo.write(root, versioned=True)
         repo.write(root, versioned=False)
-        _sign_top_level(repo, _load_state(repo), signers, DEFAULT_EXPIRIES, issued)
+        sign_top_level(repo, load_state(repo), signers, DEFAULT_EXPIRIES, issued)
         keys.settle_rotation(key_dir, root.signed)
         write_atomically(key_dir / keys.ROOT_METADATA, data)
     return Rotated(

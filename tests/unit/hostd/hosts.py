@@ -115,7 +115,9 @@ def make_host(tmp_path: Path) -> Host:
         kernel_arguments=tmp_path / "kernel-arguments.json",
         booted_slot=lambda: booted["slot"],
         reboot=lambda: reboots.append("reboot"),
-        policy=lambda: Policy(repository=f"file://{repo}"),
+        # The full bundle: most tests here are about its download and write;
+        # test_update_delta.py turns deltas on.
+        policy=lambda: Policy(repository=f"file://{repo}", delta=False),
         var_sizes=lambda: dict(VAR_SIZES),
         root_verity=lambda: "verified",
         secure_boot=lambda: False,

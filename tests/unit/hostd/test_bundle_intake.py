@@ -140,7 +140,7 @@ CUT_DOWNLOAD = textwrap.dedent("""
         state_dir=root / "state", esp=root / "esp", partlabels=root / "dev",
         release=root / "release", trust_root=root / "keys/root.json",
         tuf_cache=root / "state/tuf", booted_slot=lambda: "a", reboot=lambda: None,
-        policy=lambda: Policy(repository=f"file://{root}/repo"),
+        policy=lambda: Policy(repository=f"file://{root}/repo", delta=False),
     )
     updater.Updater(paths).update()
 """)

@@ -65,7 +65,7 @@ def mirrored(host: Host) -> Iterator[tuple[Host, Mirror]]:
     server = serve(host.repo, mirror)
     threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
-    host.updater.paths.policy = lambda: Policy(repository=url)
+    host.updater.paths.policy = lambda: Policy(repository=url, delta=False)
     yield host, mirror
     mirror.stop.set()  # ends a trickle still running
     server.shutdown()

@@ -66,7 +66,9 @@ def targets_custom(host: Host, version: str) -> dict[str, object]:
     newest = max(metadata.glob("*.targets.json"), key=lambda p: int(p.name.split(".")[0]))
     targets = json.loads(newest.read_text())["signed"]["targets"]
     (keel,) = [
-        t["custom"]["keel"] for t in targets.values() if t["custom"]["keel"]["version"] == version
+        t["custom"]["keel"]
+        for t in targets.values()
+        if t["custom"].get("keel", {}).get("version") == version
     ]
     return keel  # type: ignore[no-any-return]
 

@@ -68,11 +68,12 @@ def newest_target(updater: Updater, metadata_dir: Path) -> str:
     targets metadata ngclient keeps in its metadata folder."""
     updater.refresh()
     targets = Metadata[Targets].from_file(str(metadata_dir / "targets.json")).signed
+    # Only bundles carry custom.keel (block indexes have custom.keel_index).
+    bundles = {path: t.custom["keel"] for path, t in targets.targets.items() if "keel" in t.custom}
     mine = {
-        path: target.custom["keel"]["version"]
-        for path, target in targets.targets.items()
-        if target.custom["keel"]["name"] == "demo"
-        and target.custom["keel"]["architecture"] == "x86-64"
+        path: keel["version"]
+        for path, keel in bundles.items()
+        if keel["name"] == "demo" and keel["architecture"] == "x86-64"
     }
     return max(mine, key=lambda path: repository.version_key(mine[path]))
 
@@ -91,6 +92,7 @@ def test_client_downloads_and_verifies_newest_bundle(
             "version": "1.1.0",
             "architecture": "x86-64",
             "kernel_version": "6.1.0-test-amd64",
+            "index": "demo/x86-64/demo-1.1.0-x86-64.keelindex",
         }
     }
     downloaded = Path(updater.download_target(info))
@@ -112,11 +114,17 @@ def test_repository_layout_uses_consistent_snapshots(repo: Path) -> None:
         "timestamp.json",
     ]
     stored = sorted(p.name for p in (repo / "targets/demo/x86-64").iterdir())
-    assert len(stored) == 2
+    assert len(stored) == 4  # two bundles, two block indexes
     for name in stored:
         sha256, _, file_name = name.partition(".")
         assert len(sha256) == 64
         assert file_name.startswith("demo-1.")
+    assert sorted(name.split(".", 1)[1] for name in stored) == [
+        "demo-1.0.0-x86-64.keelbundle",
+        "demo-1.0.0-x86-64.keelindex",
+        "demo-1.1.0-x86-64.keelbundle",
+        "demo-1.1.0-x86-64.keelindex",
+    ]
     timestamp = json.loads((repo / "metadata/timestamp.json").read_text())["signed"]
     assert timestamp["version"] == 2
     assert timestamp["meta"]["snapshot.json"]["version"] == 2

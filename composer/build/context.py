@@ -17,8 +17,8 @@ from composer.build.finalize import Finalized
 from composer.build.partitions import DiskPlan
 from composer.core.paths import PROJECT_ROOT
 from composer.core.progress import Progress
-from composer.publish.secureboot import SecureBootKeys
 from composer.definition.model import ImageDefinition
+from composer.publish.secureboot import SecureBootKeys
 from hostd.formats.verity import Verity
 
 # A new image boots slot a; slot b stays empty until the first update.

@@ -13,8 +13,8 @@ from composer.build import capacity
 from composer.build.context import FIRST_SLOT
 from composer.build.filesystems import make_vfat, tree_size
 from composer.build.partitions import stable_uuid
-from composer.core.errors import KeelError
 from composer.build.uki import sign
+from composer.core.errors import KeelError
 from composer.definition.model import ImageDefinition
 from composer.publish import secureboot
 from composer.publish.secureboot import SecureBootKeys

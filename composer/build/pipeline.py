@@ -14,8 +14,8 @@ from pathlib import Path
 from composer.build import (
     agent,
     bootstrap,
-    bytecode,
     bundle,
+    bytecode,
     capacity,
     debugshell,
     disk,

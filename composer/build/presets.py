@@ -61,7 +61,7 @@ def enabled_units(tree: Path) -> dict[str, list[str]]:
                 continue
             name = link.name
             prefix, at, instance_and_type = name.partition("@")
-            instance, dot, unit_type = instance_and_type.rpartition(".")
+            instance, _, unit_type = instance_and_type.rpartition(".")
             if at and instance:
                 units[f"{prefix}@.{unit_type}"].append(instance)
             else:

@@ -11,9 +11,7 @@ HOST_STUB = Path("/usr/lib/systemd/boot/efi/linuxx64.efi.stub")
 KERNEL_RELEASE = "6.12.0-test-amd64"
 
 
-def make_uki(
-    out: Path, *, cmdline: str = "ro", initrd: bytes = b"initrd stand-in" * 1000
-) -> Path:
+def make_uki(out: Path, *, cmdline: str = "ro", initrd: bytes = b"initrd stand-in" * 1000) -> Path:
     """An unsigned UKI at out, from stand-in kernel and initrd files beside it."""
     out.parent.mkdir(parents=True, exist_ok=True)
     kernel = out.with_name(f"{out.name}.vmlinuz")

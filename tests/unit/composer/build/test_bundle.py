@@ -23,7 +23,9 @@ def fake_build(parent: Path, version: str = "1.0.0", name: str = "demo") -> Path
     payload.mkdir(parents=True)
     # Compressible and version-specific, like a real root image.
     (payload / "root.erofs").write_bytes((f"root of {name} {version}\n".encode()) * 4096)
-    (payload / "keel.efi").write_bytes(b"unified kernel image " + version.encode() + os.urandom(512))
+    (payload / "keel.efi").write_bytes(
+        b"unified kernel image " + version.encode() + os.urandom(512)
+    )
     files = {"root": payload / "root.erofs", "uki": payload / "keel.efi"}
     (payload / "payload.json").write_text(
         json.dumps(

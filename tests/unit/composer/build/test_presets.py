@@ -16,7 +16,9 @@ UNITS = {
     "net.service": "[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n"
     "Also=net.socket net-wait.service\n",
     "net.socket": "[Socket]\nListenStream=/run/net\n[Install]\nWantedBy=sockets.target\n",
-    "net-wait.service": "[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=network-online.target\n",
+    "net-wait.service": (
+        "[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=network-online.target\n"
+    ),
 }
 
 

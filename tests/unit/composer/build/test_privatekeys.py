@@ -175,7 +175,7 @@ def test_build_step_refuses_a_tree_with_a_key_and_names_it(tmp_path: Path) -> No
     ctx = SimpleNamespace(tree=tree, finalized=SimpleNamespace(var_seed=seed, initrd=initrd))
     privatekeys.step(ctx)  # type: ignore[arg-type]
     (seed / "lib/app/key.pem").write_bytes(pem(EC_KEY, PKCS8))
-    with pytest.raises(KeelError, match="/var/lib/app/key.pem: PRIVATE KEY"):
+    with pytest.raises(KeelError, match=r"/var/lib/app/key\.pem: PRIVATE KEY"):
         privatekeys.step(ctx)  # type: ignore[arg-type]
 
 

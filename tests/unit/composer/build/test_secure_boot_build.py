@@ -12,7 +12,7 @@ from composer.build.cli import use_key_folder
 from composer.build.pipeline import signing_keys
 from composer.core.errors import KeelError
 from composer.publish import keys, secureboot
-from tests.unit.composer.definition.conftest import MINIMAL, Workspace, ws  # noqa: F401 (fixture)
+from tests.unit.composer.definition.conftest import MINIMAL, Workspace
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_secure_boot_needs_verity(ws: Workspace, key_folder: Path) -> None:
     assert "images/x.yaml:9: field 'boot.secure_boot' is true but 'boot.verity' is false" in message
     # Unset, with keys given: refused too, rather than a signed chain to an unverified root.
     defn = definition(ws, "boot:\n  verity: false\n")
-    with pytest.raises(KeelError, match="boot.verity is false"):
+    with pytest.raises(KeelError, match=r"boot\.verity is false"):
         signing_keys(defn, key_folder)  # type: ignore[arg-type]
 
 
@@ -67,7 +67,9 @@ def test_an_incomplete_secure_boot_folder_is_named(tmp_path: Path, key_folder: P
     broken = tmp_path / "broken"
     (broken / "secure-boot").mkdir(parents=True)
     for name in ("owner.guid", "PK.key", "PK.crt", "KEK.key", "KEK.crt", "db.crt"):
-        (broken / "secure-boot" / name).write_bytes((key_folder / "secure-boot" / name).read_bytes())
+        (broken / "secure-boot" / name).write_bytes(
+            (key_folder / "secure-boot" / name).read_bytes()
+        )
     with pytest.raises(KeelError, match=r"incomplete: .*db\.key missing"):
         secureboot.load(broken)
 

@@ -11,6 +11,15 @@ next section-aligned address, the kernel last (the stub decompresses it in place
 and wants room after it). `-p` keeps the stub's PE timestamp: without it objcopy
 writes the current time and no two builds would match.
 
+Every section also starts at a 4 KiB-aligned file offset (`--file-alignment`), for
+delta updates, which fetch the 4 KiB blocks of keel.efi a host does not have: with the
+stub's 512-byte file alignment, a .cmdline or .osrel that grows past a 512-byte step
+moves the initrd and the kernel by 512 bytes, and every block of an unchanged 20 MB
+kernel and initrd differs. Aligned, they are the same blocks whatever comes before
+them; the padding costs about 32 KiB (trixie's stub: 22,068,736 to 22,102,016 bytes).
+PE wants the file alignment no larger than the section alignment, so a stub with
+smaller sections (systemd 252, bookworm: 512 bytes) keeps its own.
+
 The command line is the one thing the stub trusts under Secure Boot (it ignores the
 loader entry's options then), so it must boot either slot: root is the dm-verity
 device the initrd opens, and the initrd finds which slot holds this version by the
@@ -64,6 +73,14 @@ def section_layout(
     return placed
 
 
+def _file_alignment(header: PeHeader) -> list[str]:
+    """objcopy's arguments that put every section at a page-aligned file offset, where
+    the stub's section alignment allows it (none otherwise)."""
+    if header.section_alignment < PAGE:
+        return []
+    return ["--file-alignment", str(PAGE)]
+
+
 def assemble(
     stub: Path,
     *,
@@ -91,9 +108,14 @@ def assemble(
         ]
         with stub.open("rb") as handle:
             header = read_header(handle)
-        args: list[str | Path] = ["objcopy", "-p"]
+        args: list[str | Path] = ["objcopy", "-p", *_file_alignment(header)]
         for name, path, address in section_layout(header, sections):
-            args += ["--add-section", f"{name}={path}", "--change-section-vma", f"{name}={address:#x}"]
+            args += [
+                "--add-section",
+                f"{name}={path}",
+                "--change-section-vma",
+                f"{name}={address:#x}",
+            ]
         args += ["--set-section-flags", ".linux=code,readonly", stub, out]
         commands.run(args)
     finally:
@@ -114,9 +136,7 @@ def dump_section(efi: Path, name: str, dest: Path) -> Path:
 def sign(efi: Path, keys: SecureBootKeys) -> None:
     """Sign an EFI binary in place for Secure Boot with the owner's db key."""
     signed = efi.with_name(efi.name + ".signed")
-    commands.run(
-        ["sbsign", "--key", keys.db_key, "--cert", keys.db_cert, "--output", signed, efi]
-    )
+    commands.run(["sbsign", "--key", keys.db_key, "--cert", keys.db_cert, "--output", signed, efi])
     signed.replace(efi)
 
 

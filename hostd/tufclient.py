@@ -287,10 +287,11 @@ class Repository:
                 blocks.close()
         return dest
 
-    def fetch_index(self, candidate: Candidate, folder: Path) -> bytes | None:
+    def fetch_index(self, candidate: Candidate, folder: Path) -> tuple[bytes, int] | None:
         """The block index of candidate (a delta update's map, hostd/delta.py), verified
-        against the signed metadata; None if the repository publishes none for it. Kept
-        in folder, so a retry after a power cut verifies the copy instead of fetching."""
+        against the signed metadata, and the bytes downloaded for it (0 when the copy
+        kept in folder from an earlier attempt was still good); None if the repository
+        publishes none for it."""
         path = candidate.keel.get("index")
         if not isinstance(path, str):
             return None
@@ -306,8 +307,10 @@ class Repository:
                     stale.unlink()
             local = str(folder / info.path.rpartition("/")[2])
             found = self.updater.find_cached_target(info, local)
-            found = found or self.updater.download_target(info, local)
-            return Path(found).read_bytes()
+            if found is not None:
+                return Path(found).read_bytes(), 0
+            raw = Path(self.updater.download_target(info, local)).read_bytes()
+            return raw, len(raw)
         except exceptions.LengthOrHashMismatchError as error:
             raise RepositoryRefused(
                 f"the block index {path} does not match the signed targets metadata "

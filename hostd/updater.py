@@ -380,9 +380,10 @@ class Updater:
             return False
         version = candidate.version
         try:
-            raw = repo.fetch_index(candidate, self.paths.state_dir / DELTA_FOLDER)
-            if raw is None:
+            fetched = repo.fetch_index(candidate, self.paths.state_dir / DELTA_FOLDER)
+            if fetched is None:
                 return False
+            raw, index_downloaded = fetched
             index = blockindex.decode(raw)
             self._check_info(state, index.info, candidate, slot)
         except Refused as error:
@@ -400,7 +401,9 @@ class Updater:
             progress={"total": index.info.root.size, "done": 0},
         )
         try:
-            transfer = self._write_delta(state, index, repo, candidate, slot, staging, len(raw))
+            transfer = self._write_delta(
+                state, index, repo, candidate, slot, staging, index_downloaded
+            )
         except Refused as error:
             self._refuse(version, str(error))
             raise
@@ -429,7 +432,7 @@ class Updater:
         candidate: Candidate,
         slot: str,
         staging: Path,
-        index_size: int,
+        index_downloaded: int,
     ) -> dict[str, Any]:
         info = index.info
         booted = self.paths.booted_slot()
@@ -477,7 +480,7 @@ class Updater:
         self._check_written(device, info, slot)
         transfer = {
             "mode": "delta",
-            "downloaded": index_size + stats.downloaded,
+            "downloaded": index_downloaded + stats.downloaded,
             "full": candidate.length,
             "fetched_blocks": stats.fetched,
             "reused_blocks": stats.copied,

@@ -57,6 +57,10 @@ def chunk_of(host: Host, block: bytes) -> Path:
     return host.repo / blockindex.chunk_path(hashlib.sha256(block).digest())
 
 
+def index_of(host: Host, version: str) -> blockindex.BlockIndex:
+    return blockindex.decode(next(host.repo.glob(f"targets/**/*{version}*.keelindex")).read_bytes())
+
+
 @pytest.fixture
 def on_v1(host: Host) -> Host:
     """The booted slot a holds 1.0.0's image (as published: the repository has it);
@@ -80,6 +84,13 @@ def test_a_version_sharing_most_blocks_comes_by_delta(on_v1: Host) -> None:
     assert moved["fetched_blocks"] == 3
     assert moved["reused_blocks"] == DATA_BLOCKS - 2
     assert moved["downloaded"] < moved["full"] // 4
+    # What came over the wire: the index and the three chunks, nothing else.
+    index = next(host.repo.glob("targets/**/*2.0.0*.keelindex")).stat().st_size
+    uki = index_of(host, "2.0.0").file("uki").hashes[0]
+    chunks = [new[5 * BLOCK : 6 * BLOCK], new[150 * BLOCK : 151 * BLOCK]]
+    sizes = [chunk_of(host, block).stat().st_size for block in chunks]
+    sizes.append((host.repo / blockindex.chunk_path(uki)).stat().st_size)
+    assert moved["downloaded"] == index + sum(sizes)
     installed = events(host, "installed")[-1]
     assert installed["mode"] == "delta" and installed["downloaded"] == moved["downloaded"]
 
@@ -177,6 +188,8 @@ def test_a_retry_after_a_power_cut_keeps_the_blocks_already_written(
     moved = transfer(host)
     assert moved["mode"] == "delta"
     assert moved["kept_blocks"] >= 15, moved  # fetched before the cut, not again
+    # The index the cut attempt verified was kept and checked again, not fetched.
+    assert moved["downloaded"] <= moved["fetched_blocks"] * blockindex.MAX_CHUNK
     assert moved["fetched_blocks"] <= 40 - 15 + 1
     assert (host.root / "dev/root-b").read_bytes()[: len(new)] == new
 

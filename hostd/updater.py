@@ -345,14 +345,10 @@ class Updater:
         except Refused as error:
             self._refuse(candidate.version, str(error))
             raise
-        state = self.store.transition(
-            state,
-            Phase.DOWNLOADING,
-            target_version=candidate.version,
-            target_slot=slot,
-            from_version=self.release.version,
+        state = self._begin(
+            state, Phase.DOWNLOADING, candidate.version, slot,
             progress={"total": candidate.length, "done": 0},
-        )
+        )  # fmt: skip
         progress = Progress(self.store, state, candidate.length)
         try:
             repo.download(candidate, dest, progress)
@@ -392,14 +388,10 @@ class Updater:
         except (RepositoryRefused, blockindex.BlockIndexError, OSError) as error:
             self._delta_failed(state, version, str(error))
             return False
-        state = self.store.transition(
-            state,
-            Phase.DOWNLOADING,
-            target_version=version,
-            target_slot=slot,
-            from_version=self.release.version,
+        state = self._begin(
+            state, Phase.DOWNLOADING, version, slot,
             progress={"total": index.info.root.size, "done": 0},
-        )
+        )  # fmt: skip
         try:
             transfer = self._write_delta(
                 state, index, repo, candidate, slot, staging, index_downloaded
@@ -498,6 +490,15 @@ class Updater:
         if state.phase != Phase.IDLE:
             self.store.transition(state, Phase.IDLE, progress={})
 
+    def _begin(
+        self, state: UpdateState, phase: Phase, version: str, slot: str, **changes: Any
+    ) -> UpdateState:
+        """The first phase of installing version into slot, from the booted version."""
+        return self.store.transition(
+            state, phase, target_version=version, target_slot=slot,
+            from_version=self.release.version, **changes,
+        )  # fmt: skip
+
     def _failed_unexpectedly(self, version: str, step: str, error: Exception) -> Refused:
         """Record a failure nobody foresaw (a bug, most likely) as the update's result, so
         the state does not stay in flight; the journal gets the traceback."""
@@ -557,13 +558,7 @@ class Updater:
         if state.phase == Phase.DOWNLOADING:
             state = self.store.transition(state, Phase.WRITING_SLOT)
         else:  # a local bundle: nothing has named the target yet
-            state = self.store.transition(
-                state,
-                Phase.WRITING_SLOT,
-                target_version=version,
-                target_slot=slot,
-                from_version=self.release.version,
-            )
+            state = self._begin(state, Phase.WRITING_SLOT, version, slot)
         removed = self.esp.remove_slot_entries(slot)
         if removed:
             log.info("slot %s unhooked before writing: removed %s", slot, removed)

@@ -16,16 +16,26 @@ from composer.core.errors import KeelError
 from hostd.formats.bundle import Part
 
 
-def fake_build(parent: Path, version: str = "1.0.0", name: str = "demo") -> Path:
-    """A build output folder with a small slot payload, as `keel build` lays it out."""
+def fake_build(
+    parent: Path,
+    version: str = "1.0.0",
+    name: str = "demo",
+    *,
+    root: bytes | None = None,
+    uki: bytes | None = None,
+) -> Path:
+    """A build output folder with a small slot payload, as `keel build` lays it out;
+    root and uki: the payload files' bytes (by default compressible and
+    version-specific, like a real root image)."""
     out = parent / name / version
     payload = out / "payload"
     payload.mkdir(parents=True)
-    # Compressible and version-specific, like a real root image.
-    (payload / "root.erofs").write_bytes((f"root of {name} {version}\n".encode()) * 4096)
-    (payload / "keel.efi").write_bytes(
-        b"unified kernel image " + version.encode() + os.urandom(512)
-    )
+    if root is None:
+        root = f"root of {name} {version}\n".encode() * 4096
+    if uki is None:
+        uki = b"unified kernel image " + version.encode() + os.urandom(512)
+    (payload / "root.erofs").write_bytes(root)
+    (payload / "keel.efi").write_bytes(uki)
     files = {"root": payload / "root.erofs", "uki": payload / "keel.efi"}
     (payload / "payload.json").write_text(
         json.dumps(

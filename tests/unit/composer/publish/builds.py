@@ -4,12 +4,10 @@ versions share exactly the blocks whose labels they share."""
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
-from composer.build import bundle
-from composer.build.manifest import file_record
 from hostd.formats.blockindex import BLOCK
+from tests.unit.composer.build.test_bundle import fake_build
 
 
 def block(label: int) -> bytes:
@@ -35,30 +33,9 @@ def build(
     name: str = "demo",
 ) -> Path:
     """A build output folder as `keel build` lays it out, with a bundle of this root."""
-    out = parent / name / version
-    payload = out / "payload"
-    payload.mkdir(parents=True)
-    (payload / "root.erofs").write_bytes(root_image(labels, tail))
     # The kernel image: two whole blocks shared by every version, then the version.
-    (payload / "keel.efi").write_bytes(block(9000) + block(9001) + f"uki {version}".encode())
-    if uki is not None:
-        (payload / "keel.efi").write_bytes(uki)
-    files = {"root": payload / "root.erofs", "uki": payload / "keel.efi"}
-    (payload / "payload.json").write_text(
-        json.dumps(
-            {
-                "format": 1,
-                "name": name,
-                "version": version,
-                "architecture": "x86-64",
-                "kernel_version": "6.1.0-test-amd64",
-                "cmdline": ["console=ttyS0"],
-                "files": {role: file_record(path) for role, path in files.items()},
-            }
-        )
-    )
-    bundle.write_bundle(payload, out / "bundle")
-    return out
+    kernel_image = uki if uki is not None else block(9000) + block(9001) + f"uki {version}".encode()
+    return fake_build(parent, version, name, root=root_image(labels, tail), uki=kernel_image)
 
 
 def bundle_file(build_dir: Path) -> Path:

@@ -25,12 +25,6 @@ VERSIONS = {
 
 
 @pytest.fixture
-def key_dir(tmp_path: Path) -> Path:
-    keys.generate_keys(tmp_path / "keys")
-    return tmp_path / "keys"
-
-
-@pytest.fixture
 def repo(tmp_path: Path, key_dir: Path) -> Path:
     """demo 1.0.0, 1.1.0 and 1.2.0, and other 0.1.0, published in that order."""
     for version, labels in VERSIONS.items():

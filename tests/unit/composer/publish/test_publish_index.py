@@ -13,19 +13,13 @@ import pytest
 from tuf.api import exceptions
 from tuf.api.metadata import Metadata, Targets
 
-from composer.publish import chunkstore, indexes, keys, repository, serve
+from composer.publish import chunkstore, indexes, repository, serve
 from hostd.formats import blockindex
 from tests.unit.composer.publish.builds import BASE, build
 from tests.unit.composer.publish.test_repository import client, keel
 
 INDEX_1 = "demo/x86-64/demo-1.0.0-x86-64.keelindex"
 BUNDLE_1 = "demo/x86-64/demo-1.0.0-x86-64.keelbundle"
-
-
-@pytest.fixture
-def key_dir(tmp_path: Path) -> Path:
-    keys.generate_keys(tmp_path / "keys")
-    return tmp_path / "keys"
 
 
 def signed_targets(repo: Path) -> Targets:

@@ -26,12 +26,6 @@ from tests.unit.composer.build.test_bundle import bundle_of, fake_build
 
 
 @pytest.fixture
-def key_dir(tmp_path: Path) -> Path:
-    keys.generate_keys(tmp_path / "keys")
-    return tmp_path / "keys"
-
-
-@pytest.fixture
 def repo(tmp_path: Path, key_dir: Path) -> Path:
     """A repository with demo 1.0.0 and 1.1.0 published."""
     for version in ("1.0.0", "1.1.0"):

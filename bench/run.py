@@ -46,6 +46,7 @@ SCRIPTS: tuple[tuple[str, str, list[str]], ...] = (
     ("runtime", "bench/runtime.py", ["--idle-image", str(IMAGE), "--build-dir", str(IMAGES)]),
     ("bundle", "bench/update_size.py", ["--build-dir", str(IMAGE)]),
     ("update", "bench/update.py", []),
+    ("delta", "bench/delta.py", ["--builds", str(IMAGES / "delta")]),
     ("bookworm build", "bench/build.py",
      ["--warm-runs", "0", "--definition", str(BOOKWORM_DEFINITION), "--out", str(BOOKWORM_IMAGE)]),
     ("bookworm boot", "bench/boot.py", ["--boots", "3", "--image", str(BOOKWORM_IMAGE)]),
@@ -104,6 +105,16 @@ def run_script(group: str, script: str, arguments: list[str]) -> dict[str, Any]:
     return figures
 
 
+def _delta_row(row: dict[str, Any]) -> str:
+    delta, full = row["delta"], row["full"]
+    goal = f" (goal at most {row['goal']:.0%})" if row.get("goal") else ""
+    return (
+        f"{delta['served_bytes'] / 1e6:.1f} MB, {row['delta_share']:.2%} of the bundle{goal}, "
+        f"applied in {delta['seconds']} s; full bundle {full['served_bytes'] / 1e6:.1f} MB "
+        f"in {full['seconds']} s"
+    )
+
+
 # The table: (label, group, how to read the figure from that group's JSON).
 HEADLINES: tuple[tuple[str, str, Callable[[dict[str, Any]], str]], ...] = (
     ("cold build (empty package cache)", "build", lambda f: f"{f['cold_build_s']} s"),
@@ -128,6 +139,15 @@ HEADLINES: tuple[tuple[str, str, Callable[[dict[str, Any]], str]], ...] = (
      lambda f: f"{f['downtime_reboot_to_ssh_seconds']} s  (shutdown "
                f"{f.get('downtime_shutdown_seconds')} s, then boot to SSH "
                f"{f.get('downtime_boot_seconds')} s; now {f['booted_version_after']})"),
+    *(
+        (f"delta update, {label}", "delta",
+         lambda f, change=change: _delta_row(f[change]))
+        for change, label in (
+            ("a_version_only", "(a) version only"),
+            ("b_one_package", "(b) one package added"),
+            ("c_kernel", "(c) kernel changed"),
+        )
+    ),
     ("bookworm: cold build", "bookworm build", lambda f: f"{f['cold_build_s']} s"),
     ("bookworm: root image (erofs), initrd", "bookworm build",
      lambda f: f"{f['root_image_mib']} MiB, {f['initrd_mib']} MiB"),

@@ -9,6 +9,7 @@ read through open_untrusted, as the metadata is."""
 from __future__ import annotations
 
 import threading
+import time
 import urllib.request
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -47,9 +48,15 @@ class Wanted:
 
 
 class ChunkFetcher:
-    def __init__(self, base_url: str, parallel: int = PARALLEL) -> None:
+    """deadline: seconds from now by which every fetch must be done. Each read returns
+    within the read timeout, but a mirror sending a byte now and then passes that for
+    hours; past the deadline the delta gives up (and the full bundle, with its own
+    pace checks, is taken)."""
+
+    def __init__(self, base_url: str, parallel: int = PARALLEL, deadline: float = 3600.0) -> None:
         self.base_url = base_url.rstrip("/")
         self.parallel = parallel
+        self.deadline = time.monotonic() + deadline
         self.received = 0  # compressed bytes, as they came over the wire
         self._count_lock = threading.Lock()
         self._pool: urllib3.PoolManager | None = None
@@ -81,8 +88,13 @@ class ChunkFetcher:
                     future.cancel()
                 raise
 
+    def _check_deadline(self, url: str) -> None:
+        if time.monotonic() > self.deadline:
+            raise FetchError(f"the chunks did not arrive in time (too slow at {url})")
+
     def _get(self, path: str) -> bytes:
         url = f"{self.base_url}/{path}"
+        self._check_deadline(url)
         data = _read_file(url) if self._pool is None else self._get_http(url)
         with self._count_lock:
             self.received += len(data)
@@ -99,11 +111,17 @@ class ChunkFetcher:
         try:
             if response.status != 200:
                 raise FetchError(f"{url} answered HTTP {response.status}")
-            # One byte more than a chunk may be: a longer answer is not a chunk.
-            data = response.read(blockindex.MAX_CHUNK + 1)
+            # At most one byte more than a chunk may be: a longer answer is not a chunk.
+            data = b""
+            while len(data) <= blockindex.MAX_CHUNK:
+                piece = response.read1(blockindex.MAX_CHUNK + 1 - len(data))
+                if not piece:
+                    break
+                data += piece
+                self._check_deadline(url)
             if len(data) > blockindex.MAX_CHUNK:
                 raise FetchError(f"{url} is longer than any chunk")
-            return bytes(data)
+            return data
         except urllib3.exceptions.HTTPError as error:
             raise FetchError(f"fetching {url} broke off: {error}") from None
         finally:

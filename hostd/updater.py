@@ -42,6 +42,7 @@ from hostd.tufclient import (
     CACHE_DIR,
     TRUST_ROOT,
     Candidate,
+    Pace,
     Repository,
     RepositoryRefused,
     copy_matching,
@@ -440,11 +441,13 @@ class Updater:
             uki_file = self.esp.slot_uki(uki_slot)
             if uki_file.is_file():
                 local.scan(uki_file, uki_file.stat().st_size)
-        fetcher = chunkfetch.ChunkFetcher(repo.url)
+        # As long as the bundle download may take, for the blocks that may be fetched.
+        fetcher = chunkfetch.ChunkFetcher(repo.url, deadline=Pace(info.root.size).seconds)
         try:
             # The kernel image first, into the private folder: checked whole (and its
             # signature) before the slot is unhooked, so a failure leaves the slot alone.
             staged_uki = staging / "keel.efi"
+            self._check_room(staging, info.uki.size, f"{info.version}'s kernel image")
             staged_uki.touch(mode=0o600)
             stats = delta.assemble(staged_uki, index.file("uki"), local, fetcher)
             with staged_uki.open("rb") as handle:

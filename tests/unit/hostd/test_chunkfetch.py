@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -26,6 +27,7 @@ class ChunkServer(ThreadingHTTPServer):
         self.connections = 0
         self.requests = 0
         self.busy_answers = 0  # this many requests get a 503 first
+        self.trickle = 0.0  # seconds between the bytes of a body
         self.lock = threading.Lock()
 
 
@@ -49,7 +51,13 @@ class ChunkHandler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if not self.server.trickle:
+            self.wfile.write(body)
+            return
+        for byte in body:
+            self.wfile.write(bytes([byte]))
+            self.wfile.flush()
+            time.sleep(self.server.trickle)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -107,3 +115,16 @@ def test_a_missing_or_oversized_chunk_fails_the_fetch(server: tuple[ChunkServer,
     chunk_server.files[blockindex.chunk_path(wanted[1].digest)] = b"z" * (BLOCK * 4)
     with pytest.raises(FetchError, match="longer than any chunk"):
         ChunkFetcher(url).fetch_all(wanted, lambda item, block: None)
+
+
+def test_a_mirror_that_trickles_is_given_up_at_the_deadline(
+    server: tuple[ChunkServer, str],
+) -> None:
+    """Each byte comes well within the read timeout, so only the deadline ends it."""
+    chunk_server, url = server
+    wanted = publish(chunk_server, 1)
+    chunk_server.trickle = 0.05
+    began = time.monotonic()
+    with pytest.raises(FetchError, match="did not arrive in time"):
+        ChunkFetcher(url, deadline=0.5).fetch_all(wanted, lambda item, block: None)
+    assert time.monotonic() - began < 5

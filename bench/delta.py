@@ -38,8 +38,8 @@ from typing import Any
 from composer.core.paths import PROJECT_ROOT, vm_root
 from composer.publish import repository
 from composer.testing import KeelVM
+from composer.testing.countingserver import counting
 from composer.vm import runner
-from tests.integration.countingserver import counting
 
 BASE = PROJECT_ROOT / "images" / "docker-host.yaml"
 CHANGES = {

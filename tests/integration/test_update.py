@@ -45,11 +45,11 @@ from cryptography.hazmat.primitives import serialization
 from composer.core.errors import KeelError
 from composer.core.paths import vm_root
 from composer.publish import repository
-from composer.testing import KeelVM
+from composer.testing import KeelVM, countingserver
 from composer.vm import runner
 from composer.vm.image import disk_format
 from composer.vm.vmdir import vm_dir
-from tests.integration import countingserver, guests
+from tests.integration import guests
 from tests.integration.guests import BOOT_ID, UpdateImages
 
 pytestmark = pytest.mark.integration

@@ -1,6 +1,6 @@
-"""The update tests' own repository server: static files over HTTP/1.1 on loopback, as
-`keel serve` gives them, counting every byte it sends (headers included), so a test
-can tell what a delta update really transferred."""
+"""A repository server for the update tests and bench/delta.py: static files over
+HTTP/1.1 on loopback, as `keel serve` gives them, counting every byte it sends
+(headers included), so a test can tell what a delta update really transferred."""
 
 from __future__ import annotations
 

@@ -63,6 +63,12 @@ def complete_results() -> dict[str, Any]:
                     "container_start": {"container_running_seconds": 82.0}},
         "update": {"update_seconds": 23.0, "phases": {}, "booted_version_after": "2.0.0",
                    "downtime_reboot_to_ssh_seconds": 31.5},
+        "delta": {
+            change: {"delta": {"served_bytes": 2_500_000, "seconds": 40.0},
+                     "full": {"served_bytes": 232_000_000, "seconds": 30.0},
+                     "delta_share": 0.0108, "goal": 0.02}
+            for change in ("a_version_only", "b_one_package", "c_kernel")
+        },
         "bookworm build": {"cold_build_s": 90.0, "root_image_mib": 277.0, "initrd_mib": 6.9,
                            "qcow2_mib": 237.0, "bundle_mib": 213.0},
         "bookworm boot": {"median_ssh_ready_seconds": 23.0, "ssh_ready_seconds": [23.0],
@@ -79,6 +85,7 @@ def test_headline_table_has_every_figure_the_issue_names() -> None:
     assert rows["update downtime: reboot to SSH in new version"].startswith("31.5 s")
     assert rows["bookworm: root image (erofs), initrd"] == "277.0 MiB, 6.9 MiB"
     assert rows["bookworm: keel run to SSH ready (median)"].startswith("23.0 s")
+    assert rows["delta update, (a) version only"].startswith("2.5 MB, 1.08% of the bundle")
     assert not any(value in ("not measured",) or "FAILED" in value for value in rows.values())
 
 

@@ -53,13 +53,18 @@ DEADLINE_RATE = 8 * KIB  # the whole download may take its length at this rate,
 DEADLINE_FLOOR = 15 * 60.0  # and never needs to be faster than this many seconds
 
 
+def deadline_seconds(length: int) -> float:
+    """How long fetching length bytes may take in all (DEADLINE_RATE, DEADLINE_FLOOR)."""
+    return max(DEADLINE_FLOOR, length / DEADLINE_RATE)
+
+
 class Pace:
     """Whether a download keeps to the limits above; check() after every piece that
     arrives (each read returns within the fetcher's socket timeout, so it runs)."""
 
     def __init__(self, length: int) -> None:
         self.started = time.monotonic()
-        self.seconds = max(DEADLINE_FLOOR, length / DEADLINE_RATE)
+        self.seconds = deadline_seconds(length)
         self.min_rate, self.window, self.grace = MIN_RATE, RATE_WINDOW, RATE_GRACE
         # (time, bytes received): the oldest is the last one at or before the window.
         self.samples: deque[tuple[float, int]] = deque([(self.started, 0)])

@@ -42,10 +42,10 @@ from hostd.tufclient import (
     CACHE_DIR,
     TRUST_ROOT,
     Candidate,
-    Pace,
     Repository,
     RepositoryRefused,
     copy_matching,
+    deadline_seconds,
 )
 
 log = logging.getLogger("keel.hostd")
@@ -442,7 +442,7 @@ class Updater:
             if uki_file.is_file():
                 local.scan(uki_file, uki_file.stat().st_size)
         # As long as the bundle download may take, for the blocks that may be fetched.
-        fetcher = chunkfetch.ChunkFetcher(repo.url, deadline=Pace(info.root.size).seconds)
+        fetcher = chunkfetch.ChunkFetcher(repo.url, deadline=deadline_seconds(info.root.size))
         try:
             # The kernel image first, into the private folder: checked whole (and its
             # signature) before the slot is unhooked, so a failure leaves the slot alone.

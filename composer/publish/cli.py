@@ -184,6 +184,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def register(verbs: VerbGroup) -> None:
     """Add keygen, publish, prune, rotate-key and serve to keel's subcommands (argparse
     subparsers)."""
+    _add_keygen(verbs)
+    _add_publish(verbs)
+    _add_prune(verbs)
+    _add_rotate_key(verbs)
+    _add_serve(verbs)
+
+
+def _repository_options(parser: argparse.ArgumentParser) -> None:
+    """--repo and --keys, which every verb that signs takes."""
+    parser.add_argument("--repo", type=Path, required=True, help="repository folder")
+    parser.add_argument("--keys", type=Path, required=True, help="folder written by `keel keygen`")
+
+
+def _add_keygen(verbs: VerbGroup) -> None:
     keygen = verbs.add_parser("keygen", help="create update signing keys and root metadata")
     keygen.add_argument("--out", type=Path, required=True, help="folder for the keys and root.json")
     keygen.add_argument(
@@ -199,6 +213,8 @@ def register(verbs: VerbGroup) -> None:
     )
     keygen.set_defaults(func=cmd_keygen)
 
+
+def _add_publish(verbs: VerbGroup) -> None:
     publish = verbs.add_parser(
         "publish", help="add a build's update bundle, its block index and chunks to a repository"
     )
@@ -209,8 +225,7 @@ def register(verbs: VerbGroup) -> None:
         help="build output folder (build/NAME/VERSION) or .keelbundle; "
         "none: only re-sign the metadata with fresh expiry dates",
     )
-    publish.add_argument("--repo", type=Path, required=True, help="repository folder")
-    publish.add_argument("--keys", type=Path, required=True, help="folder written by `keel keygen`")
+    _repository_options(publish)
     publish.add_argument(
         "--expires",
         action="append",
@@ -237,11 +252,12 @@ def register(verbs: VerbGroup) -> None:
     publish.add_argument("--json", action="store_true", help="print the result as JSON")
     publish.set_defaults(func=cmd_publish)
 
+
+def _add_prune(verbs: VerbGroup) -> None:
     prune = verbs.add_parser(
         "prune", help="remove all but the newest versions, and the chunks only they need"
     )
-    prune.add_argument("--repo", type=Path, required=True, help="repository folder")
-    prune.add_argument("--keys", type=Path, required=True, help="folder written by `keel keygen`")
+    _repository_options(prune)
     prune.add_argument(
         "--keep",
         type=int,
@@ -255,15 +271,18 @@ def register(verbs: VerbGroup) -> None:
     prune.add_argument("--json", action="store_true", help="print the result as JSON")
     prune.set_defaults(func=cmd_prune)
 
+
+def _add_rotate_key(verbs: VerbGroup) -> None:
     rotate = verbs.add_parser(
         "rotate-key", help="replace one role's signing key (hosts follow by themselves)"
     )
     rotate.add_argument("role", choices=("root", "targets", "snapshot", "timestamp"))
-    rotate.add_argument("--repo", type=Path, required=True, help="repository folder")
-    rotate.add_argument("--keys", type=Path, required=True, help="folder written by `keel keygen`")
+    _repository_options(rotate)
     rotate.add_argument("--json", action="store_true", help="print the result as JSON")
     rotate.set_defaults(func=cmd_rotate_key)
 
+
+def _add_serve(verbs: VerbGroup) -> None:
     serve = verbs.add_parser("serve", help="serve a repository over HTTP on loopback")
     serve.add_argument("--repo", type=Path, required=True, help="repository folder")
     serve.add_argument("--bind", default="127.0.0.1", help="loopback address (default %(default)s)")

@@ -15,6 +15,9 @@ Checks, retried until a deadline because a fresh boot is still settling:
   - the Docker engine answers /_ping (when the image has Docker)
   - containers the image declares are running, and healthy if they have a check
   - every executable in /etc/keel/health.d/ exits 0
+
+The Docker check wakes an engine that starts on demand; after a pass the gate puts it
+back to sleep unless something runs in it (let_engine_sleep).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ log = logging.getLogger("keel.health")
 USER_CHECKS = Path("/etc/keel/health.d")
 DOCKER_SOCKET = "/run/docker.sock"
 DOCKER_UNIT = Path("/usr/lib/systemd/system/docker.service")
+ENGINE_UNITS = ("docker.service", "containerd.service")
 CONTAINER_DECLARATIONS = ("/usr/lib/keel/containers*.json", "/usr/lib/keel/containers/*.json")
 DEADLINE = 60.0
 RETRY_EVERY = 5.0
@@ -180,6 +184,33 @@ def run_checks(
             sleep(retry_every)
 
 
+def engine_state() -> str:
+    """docker.service's ActiveState: active, activating, inactive, failed, ..."""
+    return subprocess.run(
+        ["systemctl", "show", "--property=ActiveState", "--value", "docker.service"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+
+
+def let_engine_sleep() -> None:
+    """Stop the engine that check_docker woke through docker.socket, so the host idles
+    as on any other boot (dockerd and containerd hold about 45 MB; issue 18). The
+    socket stays and starts it again for the next client. Left running when anything
+    runs in it by now: a client that woke it too may be using it."""
+    try:
+        running = docker_get("/containers/json")
+    except (OSError, CheckFailed, ValueError) as error:
+        log.info("health: leaving the engine running: cannot list its containers (%s)", error)
+        return
+    if running:
+        log.info("health: leaving the engine running: %d containers run in it", len(running))
+        return
+    log.info("health: stopping the engine this check started; docker.socket stays")
+    subprocess.run(["systemctl", "stop", *ENGINE_UNITS], check=False)
+
+
 def record(result: str, reason: str, state_dir: Path = STATE_DIR) -> None:
     release = slots.read_release()
     entry_path = read_efi_string("LoaderBootCountPath") or ""
@@ -209,10 +240,13 @@ def main() -> int:
         log.info("health: this boot's entry is not counting; nothing to decide")
         return 0
     log.info("health: checking the boot of %s", entry.filename)
+    engine_was_asleep = DOCKER_UNIT.exists() and engine_state() in ("inactive", "failed")
     failure = run_checks()
     if failure is None:
         record("passed", "all health checks passed")
         log.info("health: passed; blessed %s", esp.bless(entry))
+        if engine_was_asleep:
+            let_engine_sleep()
         return 0
     log.error("health: FAILED: %s", failure)
     record("failed", failure)

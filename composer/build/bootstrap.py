@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from composer.build import debcache
 from composer.core import commands
 from composer.core.errors import KeelError
 from composer.core.paths import OVERLAYS_DIR, cache_root
@@ -222,6 +223,7 @@ def mmdebstrap_command(defn: ImageDefinition, initramfs_dir: Path, output: Path)
         *(f"--dpkgopt=path-include={p}" for p in DPKG_PATH_INCLUDES),
         f"--essential-hook=sync-in {initramfs_dir} /",
         f"--customize-hook={_prune_modules_hook(defn)}",
+        *debcache.mmdebstrap_options(defn.debian.suite),
         defn.debian.suite,
         str(output),
     ]
@@ -290,6 +292,7 @@ def bootstrap(defn: ImageDefinition, work_dir: Path, progress: Progress) -> Boot
         return BootstrapResult(tarball, key, cached=True)
 
     store.mkdir(parents=True, exist_ok=True)
+    debcache.folder(defn.debian.suite).mkdir(parents=True, exist_ok=True)
     initramfs_dir = work_dir / "initramfs-inputs"
     _write_initramfs_tree(defn, initramfs_dir)
     # A name of this process's own, so two builds at once never write one file.

@@ -49,6 +49,9 @@ class BuildContext:
     epoch: int
     disk: DiskPlan
     progress: Progress
+    # Scratch space (composer/build/scratch.py), removed after the build unless
+    # --keep-work.
+    work: Path
     # Set by the steps that learn them.
     packages_from_cache: bool = False
     # The root image's dm-verity root hash and layout (boot.verity), set by root_step.
@@ -74,11 +77,6 @@ class BuildContext:
     @finalized.setter
     def finalized(self, value: Finalized) -> None:
         self._finalized = value
-
-    # Scratch space, removed after the build unless --keep-work.
-    @property
-    def work(self) -> Path:
-        return self.out / ".work"
 
     @property
     def tree(self) -> Path:

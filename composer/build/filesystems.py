@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from composer.build import capacity, verity
+from composer.build import capacity, toolstree, verity
 from composer.build.partitions import stable_uuid
 from composer.core import commands
 
@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from composer.build.context import BuildContext
 
 
-def make_erofs(tree: Path, output: Path, *, epoch: int, fs_uuid: str) -> Path:
+def make_erofs(tree: Path, output: Path, *, mkfs: list[str], epoch: int, fs_uuid: str) -> Path:
+    """mkfs is the argv that runs mkfs.erofs (the tools tree's, composer/build/toolstree.py)."""
     output.unlink(missing_ok=True)
     # -T and --ignore-mtime fix the seconds, but erofs still keeps an inode's
     # sub-second mtime, and a directory this build created has its own: clamp them all
@@ -26,7 +27,9 @@ def make_erofs(tree: Path, output: Path, *, epoch: int, fs_uuid: str) -> Path:
     _clamp_mtimes(tree, epoch)
     commands.run(
         [
-            "mkfs.erofs",
+            *mkfs,
+            # One compression thread per CPU: the image's bytes do not depend on it.
+            f"--workers={os.cpu_count() or 1}",
             # lz4hc with 64 KiB physical clusters: about half the size of the tree;
             # larger clusters compress better but read more per page fault.
             "-zlz4hc", "-C65536",
@@ -67,13 +70,20 @@ def make_vfat(
         ["mkfs.vfat", "-F", "32", "-n", label.upper(), "-i", volume_id, "--invariant", output]
     )
     _clamp_mtimes(tree, epoch)
-    entries = sorted(tree.iterdir())
-    if entries:
-        # -s recursive, -m keep modification times, -Q stop at the first error.
-        commands.run(
-            ["mcopy", "-s", "-m", "-Q", "-i", output, *entries, "::/"],
-            env={"SOURCE_DATE_EPOCH": str(epoch), "MTOOLS_SKIP_CHECK": "1"},
-        )
+    # Folders, then each folder's files, in sorted order, not `mcopy -s`: that copies in
+    # the order the build machine's filesystem lists a folder, which differs between
+    # ext4 (by hash) and tmpfs (newest first), and the order decides the FAT entries.
+    env = {"SOURCE_DATE_EPOCH": str(epoch), "MTOOLS_SKIP_CHECK": "1"}
+    paths = sorted(tree.rglob("*"))
+    folders = [f"::/{p.relative_to(tree)}" for p in paths if p.is_dir()]
+    if folders:
+        commands.run(["mmd", "-i", output, *folders], env=env)
+    for folder in [tree, *(p for p in paths if p.is_dir())]:
+        files = sorted(p for p in folder.iterdir() if not p.is_dir())
+        if files:
+            # -m keep modification times, -Q stop at the first error.
+            target = f"::/{folder.relative_to(tree)}/".replace("/./", "/")
+            commands.run(["mcopy", "-m", "-Q", "-i", output, *files, target], env=env)
     return output
 
 
@@ -123,9 +133,11 @@ def root_step(ctx: BuildContext) -> None:
     an update installs."""
     defn = ctx.definition
     ctx.payload_dir.mkdir(parents=True, exist_ok=True)
+    tools = toolstree.tools_tree(ctx.progress, defn.debian.mirror)
     make_erofs(
         ctx.tree,
         ctx.root_image,
+        mkfs=tools.command("mkfs.erofs"),
         epoch=ctx.epoch,
         fs_uuid=stable_uuid(defn.name, defn.version, "root-fs"),
     )

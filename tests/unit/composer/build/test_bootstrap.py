@@ -224,3 +224,21 @@ def test_the_initrd_is_made_again_at_a_fixed_time_whatever_the_build_has(
     assert result.returncode == 0, result.stderr
     assert not (root / "etc/default").exists()
     assert (tmp_path / "chroot.log").read_text() == _reindexed(root)
+
+
+def test_mmdebstrap_reads_and_refills_the_download_cache_of_its_suite(
+    project: Project, minimal: Callable[[str], str], tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("KEEL_CACHE_DIR", str(tmp_path / "cache"))
+    cmd = bootstrap.mmdebstrap_command(project.load(minimal("")), tmp_path, tmp_path / "o.tar")
+    cache = tmp_path / "cache/debs/trixie"
+    assert f"--setup-hook=sync-in {cache} /var/cache/apt/archives" in cmd
+    assert f"--customize-hook=sync-out /var/cache/apt/archives {cache}" in cmd
+    # Without it the essential packages' files are gone before the sync-out.
+    assert "--skip=essential/unlink" in cmd
+    # Last, after the hook that remakes the initrd: what apt fetched is all there.
+    hooks = [a for a in cmd if a.startswith("--customize-hook=")]
+    assert hooks[-1].startswith("--customize-hook=sync-out")
+    bookworm = project.load(minimal("debian: {suite: bookworm}\n"), "b.yaml")
+    other = bootstrap.mmdebstrap_command(bookworm, tmp_path, tmp_path / "o.tar")
+    assert any(str(tmp_path / "cache/debs/bookworm") in a for a in other)

@@ -54,6 +54,7 @@ def run_bake_step(defn: ImageDefinition, out: Path) -> Path:
         epoch=0,
         disk=plan_disk(defn.partitions, defn.name, defn.version),
         progress=Progress(quiet=True),
+        work=out / ".work",
     )
     (bake,) = [step for title, step in STEPS if title == "bake provisioning config"]
     bake(ctx)

@@ -1,4 +1,5 @@
-"""Build figures for docker-host: cold build (empty package cache), warm rebuild after
+"""Build figures for docker-host: cold build (empty package cache), cold build again with
+only the .deb download cache kept (composer/build/debcache.py), warm rebuild after
 changing one overlay file, and the sizes of the root image, initrd, qcow2 and bundle.
 
 Usage: python bench/build.py [--warm-runs 3] [--skip-cold] [--out DIR] [--json]
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -34,9 +36,13 @@ def timed_build(out: Path, definition: Path = DEFAULT_IMAGE) -> tuple[float, Bui
     return time.monotonic() - start, result
 
 
-def warm_rebuilds(out: Path, runs: int, definition: Path) -> list[float]:
+def warm_rebuilds(out: Path, runs: int, definition: Path) -> tuple[list[float], dict[str, float]]:
+    """Each rebuild's seconds, and the median seconds of each step that took 0.1 s or
+    more (the steps of the two last lanes overlap, so they add up to more than the
+    whole)."""
     original = TOUCHED_OVERLAY_FILE.read_bytes()
     seconds = []
+    steps: dict[str, list[float]] = {}
     try:
         for run in range(runs):
             print(f"==> warm rebuild {run + 1}/{runs}", file=sys.stderr, flush=True)
@@ -44,9 +50,12 @@ def warm_rebuilds(out: Path, runs: int, definition: Path) -> list[float]:
             elapsed, result = timed_build(out, definition)
             assert result.cached_packages, "a warm rebuild must hit the package cache"
             seconds.append(elapsed)
+            for step, took in result.timings.items():
+                steps.setdefault(step, []).append(took)
     finally:
         TOUCHED_OVERLAY_FILE.write_bytes(original)
-    return seconds
+    medians = {step: round(statistics.median(took), 1) for step, took in steps.items()}
+    return seconds, {step: took for step, took in medians.items() if took >= 0.1}
 
 
 def artifact_sizes(out: Path) -> dict[str, float]:
@@ -82,15 +91,23 @@ def main() -> int:
         out = args.out.resolve() if args.out else Path(scratch) / "docker-host"
         if not args.skip_cold:
             print("==> cold build (empty package cache)", file=sys.stderr, flush=True)
-            os.environ["KEEL_CACHE_DIR"] = str(Path(scratch) / "cache")
+            empty = Path(scratch) / "cache"
+            os.environ["KEEL_CACHE_DIR"] = str(empty)
             cold, _ = timed_build(out, args.definition)
             figures["cold_build_s"] = round(cold, 1)
+            print("==> cold build (only the download cache kept)", file=sys.stderr, flush=True)
+            downloads_only = Path(scratch) / "cache-downloads-only"
+            shutil.copytree(empty / "debs", downloads_only / "debs", copy_function=os.link)
+            os.environ["KEEL_CACHE_DIR"] = str(downloads_only)
+            cold, _ = timed_build(out, args.definition)
+            figures["cold_build_downloads_cached_s"] = round(cold, 1)
         else:
             timed_build(out, args.definition)  # make sure the cache is warm
         if args.warm_runs:
-            warm = warm_rebuilds(out, args.warm_runs, args.definition)
+            warm, steps = warm_rebuilds(out, args.warm_runs, args.definition)
             figures["warm_rebuild_s"] = round(statistics.median(warm), 1)
             figures["warm_rebuild_runs_s"] = [round(s, 1) for s in warm]
+            figures["warm_rebuild_steps_s"] = steps
         figures.update(artifact_sizes(out))
 
     if args.json:

@@ -53,7 +53,9 @@ def test_update_phases_come_from_the_last_run_only() -> None:
 def complete_results() -> dict[str, Any]:
     return {
         "build": {
-            "cold_build_s": 150.0, "warm_rebuild_s": 29.0, "warm_rebuild_runs_s": [29.0],
+            "cold_build_s": 150.0, "cold_build_downloads_cached_s": 70.0,
+            "warm_rebuild_s": 29.0, "warm_rebuild_runs_s": [29.0],
+            "warm_rebuild_steps_s": {"make root filesystem (erofs)": 5.5},
             "root_image_mib": 277.0, "initrd_mib": 6.9, "qcow2_mib": 237.0,
         },
         "bundle": {"bundle_bytes": 213 * 2**20},
@@ -81,7 +83,9 @@ def test_headline_table_has_every_figure_the_issue_names() -> None:
     rows = dict(run.headline_rows({"figures": complete_results()}))
     assert rows["cold build (empty package cache)"] == "150.0 s"
     assert rows["update bundle"] == "213.0 MiB"
-    assert rows["idle RAM, MemTotal - MemAvailable"] == "first boot 146 MB"
+    assert rows["idle RAM, MemTotal - MemAvailable (goal at most 120 MB)"] == "first boot 146 MB"
+    assert rows["cold build, downloads cached (goal at most 60 s)"] == "70.0 s"
+    assert rows["  by step (median)"] == "make root filesystem (erofs) 5.5"
     assert rows["update downtime: reboot to SSH in new version"].startswith("31.5 s")
     assert rows["bookworm: root image (erofs), initrd"] == "277.0 MiB, 6.9 MiB"
     assert rows["bookworm: keel run to SSH ready (median)"].startswith("23.0 s")

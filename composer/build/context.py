@@ -15,6 +15,7 @@ from pathlib import Path
 from composer.build.bundle import bundle_file_name
 from composer.build.finalize import Finalized
 from composer.build.partitions import DiskPlan
+from composer.build.toolstree import ToolsTree
 from composer.core.paths import PROJECT_ROOT
 from composer.core.progress import Progress
 from composer.definition.model import ImageDefinition
@@ -58,6 +59,8 @@ class BuildContext:
     root_verity: Verity | None = None
     # The owner's Secure Boot keys when the build signs the boot chain (boot.secure_boot).
     secure_boot_keys: SecureBootKeys | None = None
+    # The tools tree (composer/build/toolstree.py), set by its step beside the bootstrap.
+    tools: ToolsTree | None = None
     _finalized: Finalized | None = None
 
     @property

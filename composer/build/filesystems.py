@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from composer.build import capacity, toolstree, verity
+from composer.build import capacity, verity
 from composer.build.partitions import stable_uuid
 from composer.core import commands
 
@@ -133,11 +133,12 @@ def root_step(ctx: BuildContext) -> None:
     an update installs."""
     defn = ctx.definition
     ctx.payload_dir.mkdir(parents=True, exist_ok=True)
-    tools = toolstree.tools_tree(ctx.progress, defn.debian.mirror)
+    if ctx.tools is None:
+        raise AssertionError("the root image needs the tools tree before its step ran")
     make_erofs(
         ctx.tree,
         ctx.root_image,
-        mkfs=tools.command("mkfs.erofs"),
+        mkfs=ctx.tools.command("mkfs.erofs"),
         epoch=ctx.epoch,
         fs_uuid=stable_uuid(defn.name, defn.version, "root-fs"),
     )

@@ -30,6 +30,7 @@ from composer.build import (
     privatekeys,
     render,
     scratch,
+    toolstree,
     trust,
     uki,
     unpack,
@@ -47,45 +48,55 @@ from composer.publish.secureboot import SecureBootKeys
 
 Step = Callable[[BuildContext], None]
 
-STEPS: tuple[tuple[str, Step], ...] = (
-    ("bootstrap root from Debian packages (mmdebstrap)", bootstrap.step),
-    ("unpack root tree", unpack.step),
-    ("render templates", render.step),
-    ("apply overlays", overlay.step),
-    ("debug shell (test images only)", debugshell.step),
-    ("let var grow on a bigger disk (repart.d)", growvar.step),
-    ("bake provisioning config", provisioning.step),
-    ("install containers", containers.step),
-    ("Docker TLS endpoint", dockertls.step),
-    ("start the engine on demand", engine.step),
-    ("pin unit enablement for first boot", presets.step),
-    ("install hostd", agent.step),
-    ("compile Python bytecode", bytecode.step),
-    ("bake update policy and trust root", trust.step),
-    ("finalize tree", finalize.step),
-    ("check that no private key is in the image", privatekeys.step),
-    ("make root filesystem (erofs)", filesystems.root_step),
-    ("make unified kernel image (systemd-stub)", uki.step),
-    ("make ESP (vfat, systemd-boot)", esp.step),
-    ("make var filesystem (ext4)", filesystems.var_step),
-)
-
 Lane = tuple[tuple[str, Step], ...]
 
-# Then two lanes side by side, each in order. Each reads only what the steps above
-# made, never what the other lane writes, so neither waits on the other: on two cores
-# the bundle's zstd overlaps the disk's qcow2 conversion and checksum (issue 18).
-LANES: tuple[Lane, ...] = (
+# The build: stages in order. A stage's lanes run side by side, each lane's steps in
+# order; no lane reads what another lane of its stage writes, so none waits on
+# another (issue 18: on two cores, the bundle's zstd overlaps the qcow2 conversion).
+STAGES: tuple[tuple[Lane, ...], ...] = (
     (
-        ("assemble disk (GPT)", disk.assemble_step),
-        ("convert to qcow2", disk.qcow2_step),
-        ("checksum the disk images", disk.checksum_step),
+        (("bootstrap root from Debian packages (mmdebstrap)", bootstrap.step),),
+        (("tools tree (erofs-utils from Debian 13)", toolstree.step),),
     ),
     (
-        ("write payload and manifest", manifest.step),
-        ("write update bundle", bundle.step),
+        (
+            ("unpack root tree", unpack.step),
+            ("render templates", render.step),
+            ("apply overlays", overlay.step),
+            ("debug shell (test images only)", debugshell.step),
+            ("let var grow on a bigger disk (repart.d)", growvar.step),
+            ("bake provisioning config", provisioning.step),
+            ("install containers", containers.step),
+            ("Docker TLS endpoint", dockertls.step),
+            ("start the engine on demand", engine.step),
+            ("pin unit enablement for first boot", presets.step),
+            ("install hostd", agent.step),
+            ("compile Python bytecode", bytecode.step),
+            ("bake update policy and trust root", trust.step),
+            ("finalize tree", finalize.step),
+            ("check that no private key is in the image", privatekeys.step),
+            ("make root filesystem (erofs)", filesystems.root_step),
+            ("make unified kernel image (systemd-stub)", uki.step),
+            ("make ESP (vfat, systemd-boot)", esp.step),
+            ("make var filesystem (ext4)", filesystems.var_step),
+        ),
+    ),
+    (
+        (
+            ("assemble disk (GPT)", disk.assemble_step),
+            ("convert to qcow2", disk.qcow2_step),
+            ("checksum the disk images", disk.checksum_step),
+        ),
+        (
+            ("write payload and manifest", manifest.step),
+            ("write update bundle", bundle.step),
+        ),
     ),
 )
+
+
+def all_steps() -> list[tuple[str, Step]]:
+    return [step for stage in STAGES for lane in stage for step in lane]
 
 
 @dataclass(frozen=True)
@@ -120,11 +131,8 @@ def build_image(
     with progress.step("load definition"):
         ctx = prepare(definition, out_dir, progress, keys)
     try:
-        run_lane(STEPS, ctx)
-        with ThreadPoolExecutor(max_workers=len(LANES)) as pool:
-            lanes = [pool.submit(run_lane, lane, ctx) for lane in LANES]
-        for lane in lanes:
-            lane.result()  # the first lane's error, if any, once both have stopped
+        for stage in STAGES:
+            run_stage(stage, ctx)
     finally:
         if keep_work:
             progress.say(f"    staging tree kept in {ctx.work}")
@@ -138,6 +146,16 @@ def build_image(
         progress.timings,
         progress.elapsed(),
     )
+
+
+def run_stage(lanes: tuple[Lane, ...], ctx: BuildContext) -> None:
+    if len(lanes) == 1:
+        run_lane(lanes[0], ctx)
+        return
+    with ThreadPoolExecutor(max_workers=len(lanes)) as pool:
+        running = [pool.submit(run_lane, lane, ctx) for lane in lanes]
+    for lane in running:
+        lane.result()  # the first lane's error, if any, once all have stopped
 
 
 def run_lane(steps: Lane, ctx: BuildContext) -> None:

@@ -23,11 +23,15 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from composer.core import commands
 from composer.core.errors import KeelError
 from composer.core.paths import cache_root
 from composer.core.progress import Progress
+
+if TYPE_CHECKING:
+    from composer.build.context import BuildContext
 
 # Bump when the recipe below changes in a way the key would not otherwise see.
 RECIPE_VERSION = 1
@@ -56,8 +60,9 @@ def cache_key(mirror: str) -> str:
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def tools_tree(progress: Progress, mirror: str = "") -> ToolsTree:
-    """The cached tools tree, extracted first if this recipe has none yet."""
+def tools_tree(progress: Progress, scratch: Path, mirror: str = "") -> ToolsTree:
+    """The cached tools tree, extracted first if this recipe has none yet (mmdebstrap
+    working in the scratch folder)."""
     root = cache_root() / "tools" / cache_key(mirror)
     if (root / LOADER).exists():
         return ToolsTree(root)
@@ -74,7 +79,11 @@ def tools_tree(progress: Progress, mirror: str = "") -> ToolsTree:
     if mirror:
         cmd.append(mirror)
     try:
-        commands.run(cmd, hint=f"the tools tree needs network access to Debian {SUITE}")
+        commands.run(
+            cmd,
+            env={"TMPDIR": str(scratch)},
+            hint=f"the tools tree needs network access to Debian {SUITE}",
+        )
         if not (partial / LOADER).exists():
             raise KeelError(
                 f"the tools tree from Debian {SUITE} has no {LOADER}",
@@ -85,3 +94,7 @@ def tools_tree(progress: Progress, mirror: str = "") -> ToolsTree:
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return ToolsTree(root)
+
+
+def step(ctx: BuildContext) -> None:
+    ctx.tools = tools_tree(ctx.progress, ctx.work, ctx.definition.debian.mirror)

@@ -1,5 +1,7 @@
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -231,14 +233,48 @@ def test_mmdebstrap_reads_and_refills_the_download_cache_of_its_suite(
 ) -> None:
     monkeypatch.setenv("KEEL_CACHE_DIR", str(tmp_path / "cache"))
     cmd = bootstrap.mmdebstrap_command(project.load(minimal("")), tmp_path, tmp_path / "o.tar")
-    cache = tmp_path / "cache/debs/trixie"
-    assert f"--setup-hook=sync-in {cache} /var/cache/apt/archives" in cmd
-    assert f"--customize-hook=sync-out /var/cache/apt/archives {cache}" in cmd
-    # Without it the essential packages' files are gone before the sync-out.
+    cache = str(tmp_path / "cache/debs/trixie")
+    setup = [a for a in cmd if a.startswith("--setup-hook=") and cache in a]
+    assert len(setup) == 1
+    # Without it the essential packages' files are gone before they are linked out.
     assert "--skip=essential/unlink" in cmd
     # Last, after the hook that remakes the initrd: what apt fetched is all there.
     hooks = [a for a in cmd if a.startswith("--customize-hook=")]
-    assert hooks[-1].startswith("--customize-hook=sync-out")
+    assert cache in hooks[-1]
     bookworm = project.load(minimal("debian: {suite: bookworm}\n"), "b.yaml")
     other = bootstrap.mmdebstrap_command(bookworm, tmp_path, tmp_path / "o.tar")
     assert any(str(tmp_path / "cache/debs/bookworm") in a for a in other)
+
+
+def run_hook(option: str, root: Path) -> None:
+    script = option.split("=", 1)[1]
+    subprocess.run(["sh", "-c", script, "exec", str(root)], check=True)
+
+
+@pytest.mark.parametrize("same_filesystem", [True, False])
+def test_the_download_cache_hooks_fill_the_chroot_and_keep_new_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, same_filesystem: bool
+) -> None:
+    from composer.build import debcache
+
+    monkeypatch.setenv("KEEL_CACHE_DIR", str(tmp_path / "my cache"))  # a space: quoting
+    cache = debcache.folder("trixie")
+    cache.mkdir(parents=True)
+    (cache / "old_1.0_amd64.deb").write_bytes(b"cached")
+    # /dev/shm is another filesystem than tmp_path's: the hooks copy instead of link.
+    root = tmp_path / "chroot" if same_filesystem else Path(tempfile.mkdtemp(dir="/dev/shm"))
+    root.mkdir(exist_ok=True)
+    try:
+        link_in, link_out = [o for o in debcache.mmdebstrap_options("trixie") if "hook" in o]
+        run_hook(link_in, root)
+        archives = root / "var/cache/apt/archives"
+        assert (archives / "old_1.0_amd64.deb").read_bytes() == b"cached"
+        assert ((archives / "old_1.0_amd64.deb").stat().st_ino
+                == (cache / "old_1.0_amd64.deb").stat().st_ino) == same_filesystem  # fmt: skip
+        (archives / "new_2.0_amd64.deb").write_bytes(b"fetched")
+        (archives / "partial").mkdir()
+        run_hook(link_out, root)
+        assert sorted(p.name for p in cache.iterdir()) == ["new_2.0_amd64.deb", "old_1.0_amd64.deb"]
+        assert (cache / "new_2.0_amd64.deb").read_bytes() == b"fetched"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,5 +1,6 @@
 """The build's scratch folder: in memory when there is room, removed whatever happens."""
 
+import os
 import stat
 from pathlib import Path
 
@@ -41,6 +42,21 @@ def test_room_of_a_missing_folder_is_none(tmp_path: Path) -> None:
     assert scratch.room_in(tmp_path / "missing") == 0
 
 
+def test_a_filesystem_programs_cannot_run_from_has_no_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = os.statvfs(tmp_path)
+    assert scratch.room_in(tmp_path) > 0
+
+    class NoExec:
+        f_flag = real.f_flag | os.ST_NOEXEC
+        f_bavail = real.f_bavail
+        f_frsize = real.f_frsize
+
+    monkeypatch.setattr(scratch.os, "statvfs", lambda folder: NoExec())
+    assert scratch.room_in(tmp_path) == 0
+
+
 @pytest.fixture(autouse=True)
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KEEL_CACHE_DIR", str(tmp_path / "cache"))
@@ -60,7 +76,7 @@ def test_a_failed_build_removes_its_scratch_folder(
         seen.append(ctx.work)
         raise KeelError("bootstrap failed")
 
-    monkeypatch.setattr(pipeline, "STEPS", (("bootstrap", fail),))
+    monkeypatch.setattr(pipeline, "STAGES", (((("bootstrap", fail),),),))
     project.load(minimal(""))
     with pytest.raises(KeelError, match="bootstrap failed"):
         pipeline.build_image(project.images / "test.yaml", out_dir=tmp_path / "out", quiet=True)
@@ -80,8 +96,7 @@ def test_a_failed_lane_stops_the_build_after_the_other_lane_finished(
     def slow_but_fine(ctx: pipeline.BuildContext) -> None:
         finished.append("bundle")
 
-    monkeypatch.setattr(pipeline, "STEPS", ())
-    monkeypatch.setattr(pipeline, "LANES", ((("qcow2", fail),), (("bundle", slow_but_fine),)))
+    monkeypatch.setattr(pipeline, "STAGES", (((("qcow2", fail),), (("bundle", slow_but_fine),)),))
     project.load(minimal(""))
     with pytest.raises(KeelError, match="qcow2 failed"):
         pipeline.build_image(project.images / "test.yaml", out_dir=tmp_path / "out", quiet=True)

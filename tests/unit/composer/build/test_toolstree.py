@@ -44,8 +44,9 @@ def test_programs_run_through_the_trees_loader_and_libraries_only(tmp_path: Path
 
 
 def fake_extract(calls: list[list[str]], *, with_loader: bool = True) -> Any:
-    def run(cmd: list[str], **_: object) -> None:
+    def run(cmd: list[str], env: dict[str, str], **_: object) -> None:
         calls.append(cmd)
+        assert Path(env["TMPDIR"]).is_dir()  # mmdebstrap works in the build's scratch
         target = Path(next(a for a in cmd if ".partial-" in a))
         if with_loader:
             (target / toolstree.LOADER).parent.mkdir(parents=True)
@@ -59,13 +60,13 @@ def test_a_miss_extracts_once_and_a_hit_reuses_the_tree(
 ) -> None:
     calls: list[list[str]] = []
     monkeypatch.setattr(toolstree.commands, "run", fake_extract(calls))
-    first = toolstree.tools_tree(Progress(quiet=True))
+    first = toolstree.tools_tree(Progress(quiet=True), cache)
     assert first.root == cache / "tools" / toolstree.cache_key("")
     assert (first.root / toolstree.LOADER).exists()
     assert len(calls) == 1
     assert "--variant=extract" in calls[0] and "--include=erofs-utils" in calls[0]
     assert calls[0][-2] == toolstree.SUITE and ".partial-" in calls[0][-1]
-    assert toolstree.tools_tree(Progress(quiet=True)) == first
+    assert toolstree.tools_tree(Progress(quiet=True), cache) == first
     assert len(calls) == 1
     assert [p.name for p in first.root.parent.iterdir()] == [first.root.name]
 
@@ -76,7 +77,7 @@ def test_a_mirror_is_passed_on_and_keys_its_own_tree(
     calls: list[list[str]] = []
     monkeypatch.setattr(toolstree.commands, "run", fake_extract(calls))
     mirror = "http://127.0.0.1:9/debian"
-    tree = toolstree.tools_tree(Progress(quiet=True), mirror)
+    tree = toolstree.tools_tree(Progress(quiet=True), cache, mirror)
     assert calls[0][-3] == toolstree.SUITE and calls[0][-1] == mirror
     assert tree.root.name == toolstree.cache_key(mirror)
 
@@ -87,7 +88,7 @@ def test_a_tree_without_the_loader_is_an_error_and_leaves_nothing(
     calls: list[list[str]] = []
     monkeypatch.setattr(toolstree.commands, "run", fake_extract(calls, with_loader=False))
     with pytest.raises(KeelError, match=re.escape(f"has no {toolstree.LOADER}")):
-        toolstree.tools_tree(Progress(quiet=True))
+        toolstree.tools_tree(Progress(quiet=True), cache)
     assert list((cache / "tools").iterdir()) == []
 
 
@@ -100,5 +101,5 @@ def test_a_failed_extraction_leaves_no_partial_tree(
 
     monkeypatch.setattr(toolstree.commands, "run", fail)
     with pytest.raises(KeelError, match="mmdebstrap failed"):
-        toolstree.tools_tree(Progress(quiet=True))
+        toolstree.tools_tree(Progress(quiet=True), cache)
     assert list((cache / "tools").iterdir()) == []

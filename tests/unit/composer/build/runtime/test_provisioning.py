@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from composer.build.context import BuildContext
 from composer.build.partitions import plan_disk
-from composer.build.pipeline import STEPS
+from composer.build.pipeline import all_steps
 from composer.build.runtime.provisioning import BAKED_CONFIG
 from composer.core.progress import Progress
 from composer.definition.model import ImageDefinition
@@ -56,7 +56,7 @@ def run_bake_step(defn: ImageDefinition, out: Path) -> Path:
         progress=Progress(quiet=True),
         work=out / ".work",
     )
-    (bake,) = [step for title, step in STEPS if title == "bake provisioning config"]
+    (bake,) = [step for title, step in all_steps() if title == "bake provisioning config"]
     bake(ctx)
     return ctx.tree
 

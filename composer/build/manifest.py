@@ -25,13 +25,21 @@ MANIFEST_FORMAT = 1
 
 def sha256_file(path: Path) -> str:
     """sha256 of a file; a build asks for the root image's three times (payload,
-    partition table, summary), so unchanged files are hashed once."""
+    partition table, summary), so unchanged files are hashed once.
+
+    The change time is part of the key: a build clamps its outputs' mtimes to
+    SOURCE_DATE_EPOCH and keeps their sizes, and the filesystem may hand the next
+    build's file the inode number just freed, so path, size, mtime and inode alone
+    matched a rebuilt kernel image in the next build of the same process, and its
+    payload.json kept the old hash. Every write or new file sets the change time."""
     stat = path.stat()
-    return _sha256_of(path.resolve(), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    return _sha256_of(
+        path.resolve(), stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns
+    )
 
 
 @functools.lru_cache(maxsize=64)
-def _sha256_of(path: Path, size: int, mtime_ns: int, inode: int) -> str:
+def _sha256_of(path: Path, size: int, mtime_ns: int, inode: int, ctime_ns: int) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while chunk := handle.read(4 * MIB):

@@ -73,8 +73,15 @@ def targets_custom(host: Host, version: str) -> dict[str, object]:
     return keel  # type: ignore[no-any-return]
 
 
+def recent_hour() -> datetime:
+    """A rollout start an hour or so ago: publish signs metadata that expires a day
+    after it, and the host checks that expiry against the real clock (a fixed date
+    here made the test fail a day after it was written)."""
+    return datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+
+
 def test_publish_rollout_signs_start_and_duration(host: Host) -> None:
-    start = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+    start = recent_hour()
     bundle = make_bundle(host.root / "work", "2.0.0")
     repository.publish(host.repo, bundle, host.keys, rollout=timedelta(hours=24), now=start)
     keel = targets_custom(host, "2.0.0")
@@ -82,7 +89,7 @@ def test_publish_rollout_signs_start_and_duration(host: Host) -> None:
 
 
 def test_a_host_takes_the_version_only_after_its_offset(host: Host) -> None:
-    start = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+    start = recent_hour()
     bundle = make_bundle(host.root / "work", "2.0.0")
     repository.publish(host.repo, bundle, host.keys, rollout=timedelta(hours=24), now=start)
     node = "9e6708d5b8df4d14a793e251e4555c3a"

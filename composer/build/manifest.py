@@ -33,9 +33,7 @@ def sha256_file(path: Path) -> str:
     matched a rebuilt kernel image in the next build of the same process, and its
     payload.json kept the old hash. Every write or new file sets the change time."""
     stat = path.stat()
-    return _sha256_of(
-        path.resolve(), stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns
-    )
+    return _sha256_of(path.resolve(), stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns)
 
 
 @functools.lru_cache(maxsize=64)

@@ -106,7 +106,11 @@ def register(verbs: VerbGroup) -> None:
     )
     build.add_argument("--out", type=Path, help="output folder (default build/NAME/VERSION)")
     build.add_argument("--json", action="store_true", help="print the result as JSON, no progress")
-    build.add_argument("--keep-work", action="store_true", help="keep the staging tree (.work/)")
+    build.add_argument(
+        "--keep-work",
+        action="store_true",
+        help="keep the staging tree (in /dev/shm when it has room, else OUT/.work; printed)",
+    )
     build.add_argument(
         "--keys",
         type=Path,

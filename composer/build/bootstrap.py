@@ -99,6 +99,9 @@ def cache_key(defn: ImageDefinition) -> str:
         "dpkg_excludes": DPKG_PATH_EXCLUDES,
         "dpkg_includes": DPKG_PATH_INCLUDES,
         "initramfs": _initramfs_inputs(defn),
+        # The shell run after install (module trimming and recompression, the
+        # reproducible initrd): editing it changes the key without a RECIPE_VERSION bump.
+        "customize": _prune_modules_hook(defn),
     }
     blob = json.dumps(recipe, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:32]

@@ -34,6 +34,18 @@ def test_cache_key_changes_with_initrd_modules_and_suite(
     assert len(keys) == 3
 
 
+def test_cache_key_changes_with_the_shell_run_after_install(
+    project: Project, minimal: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    defn = project.load(minimal(""))
+    before = bootstrap.cache_key(defn)
+    monkeypatch.setattr(
+        bootstrap, "_RECOMPRESS_MODULES", bootstrap._RECOMPRESS_MODULES.replace("-12", "-19")
+    )
+    assert "-19" in bootstrap._prune_modules_hook(defn)
+    assert bootstrap.cache_key(defn) != before
+
+
 def test_mmdebstrap_command_names_no_mirror_unless_the_definition_does(
     project: Project, minimal: Callable[[str], str], tmp_path
 ) -> None:

@@ -21,8 +21,12 @@ BOOT_ID = "/proc/sys/kernel/random/boot_id"
 # leave such a guest silent too (CI, 2026-12-05). So after this long a silence the
 # harness power-cycles the machine once: it ends that QEMU and starts a new one on the
 # same VM folder (disk, NVRAM and serial log kept), and says so in the test output.
+# The same silence was seen one step later too, after a watchdog reset: the firmware
+# printed its hand-over to the boot loader and then nothing for 540 s (CI, 2026-12-06),
+# where a good boot prints the kernel's first lines within seconds.
 SILENT_AFTER_RESTART = 150.0
 RESTART_MESSAGE = b"reboot: machine restart"
+FIRMWARE_HANDOVER = b"BdsDxe: starting Boot"
 
 
 class KeelVM:
@@ -176,7 +180,8 @@ class KeelVM:
 
 class RebootWatch:
     """For any wait across a guest reboot: power-cycles the guest once if the reboot
-    hangs silently in the firmware (seen under TCG on a loaded host), and says so."""
+    hangs silently in the firmware or boot loader (seen under TCG on a loaded host),
+    and says so."""
 
     def __init__(self, vm: KeelVM) -> None:
         self.vm = vm
@@ -195,7 +200,8 @@ class RebootWatch:
 
 
 class _SilenceAfterRestart:
-    """Tells when the serial log has ended on the restart message and not grown since."""
+    """Tells when the serial log has ended on the kernel's restart message or on the
+    firmware's hand-over to the boot loader, and not grown since."""
 
     def __init__(self, log: Path) -> None:
         self.log = log
@@ -214,8 +220,10 @@ class _SilenceAfterRestart:
             self.size, self.since = size, time.monotonic()
             return False
         with self.log.open("rb") as handle:
-            handle.seek(max(0, size - 200))
-            ends_on_restart = handle.read().rstrip().endswith(RESTART_MESSAGE)
+            handle.seek(max(0, size - 300))
+            lines = handle.read().rstrip().splitlines()
+        last = lines[-1] if lines else b""
+        ends_on_restart = last.endswith(RESTART_MESSAGE) or last.startswith(FIRMWARE_HANDOVER)
         if ends_on_restart and time.monotonic() - self.since > SILENT_AFTER_RESTART:
             self.done = True  # once: a second hang is a failure to report
             return True

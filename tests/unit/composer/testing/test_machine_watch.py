@@ -91,3 +91,29 @@ def test_power_cycle_needs_the_start_options(tmp_path: Path) -> None:
     vm = machine.KeelVM(SimpleNamespace(vm=SimpleNamespace(name="vm1")))  # type: ignore[arg-type]
     with pytest.raises(AssertionError, match="cannot restart"):
         vm.power_cycle()
+
+
+def test_silence_after_the_firmware_hand_over_is_reported(
+    tmp_path: Path, clock: list[float]
+) -> None:
+    # A watchdog reset prints no restart message: the firmware starts again after the
+    # panic, and the hang (CI, 2026-12-06) came after its hand-over to the boot loader.
+    log = tmp_path / "serial.log"
+    log.write_bytes(
+        b"[   38.6] ---[ end Kernel panic - not syncing: sysrq triggered crash ]---\r\n"
+        b'BdsDxe: loading Boot0001 "UEFI Misc Device" from PciRoot(0x0)/Pci(0x1,0x0)\r\n'
+        b'BdsDxe: starting Boot0001 "UEFI Misc Device" from PciRoot(0x0)/Pci(0x1,0x0)\r\n'
+    )
+    watch = machine._SilenceAfterRestart(log)
+    assert not watch.stuck()
+    clock[0] += machine.SILENT_AFTER_RESTART + 1
+    assert watch.stuck()
+
+
+def test_an_empty_log_is_not_stuck(tmp_path: Path, clock: list[float]) -> None:
+    log = tmp_path / "serial.log"
+    log.write_bytes(b"")
+    watch = machine._SilenceAfterRestart(log)
+    watch.stuck()
+    clock[0] += machine.SILENT_AFTER_RESTART + 1
+    assert not watch.stuck()

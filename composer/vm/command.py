@@ -93,7 +93,7 @@ def qemu_argv(spec: VmSpec) -> list[str]:
             )
         ],
         "-netdev", f"user,id=net0,hostfwd=tcp:{LOCALHOST}:{spec.ssh_port}-:22",
-        "-device", "virtio-net-pci,netdev=net0",
+        "-device", "virtio-net-pci,netdev=net0,romfile=",
         "-device", "virtio-rng-pci",
         "-chardev", _socket_chardev("serial0", vm.console_socket, vm.serial_log),
         "-serial", "chardev:serial0",

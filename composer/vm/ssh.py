@@ -6,6 +6,7 @@ nothing is written to the user's known_hosts; the VM's own key is the only ident
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import threading
 import time
@@ -60,12 +61,16 @@ def banner_answers(port: int, timeout: float = 10.0) -> bool:
         return False
 
 
-def connect(port: int, key: Path, timeout: float = 10.0) -> paramiko.SSHClient:
+def connect(
+    port: int, key: Path, timeout: float = 10.0, sock: socket.socket | None = None
+) -> paramiko.SSHClient:
+    """A logged-in client; sock: an open connection to the port to log in over."""
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # in-memory only
     client.connect(
         LOCALHOST,
         port=port,
+        sock=sock,
         username=USER,
         key_filename=str(key),
         timeout=timeout,
@@ -84,9 +89,11 @@ def connect(port: int, key: Path, timeout: float = 10.0) -> paramiko.SSHClient:
 # (its network is not up yet): a connection opened too early reaches sshd only at its
 # next retry, seconds after sshd listens. So the first attempt waits for the console
 # to say sshd started (bootlog.SshdStartWatch). Even then the guest's address may come
-# a moment later and QEMU hold that first connection: so the first attempts after the
-# sign are short too (6 s, then doubling up to LOGIN_TIMEOUT: with a first wait of
-# 30 s, one of six trixie boots took 45 s to SSH where the others took 27 s). Without
+# a moment later and QEMU hold that first connection: so each attempt opens a second
+# connection when the first stays silent (first_answering_connection), and the first
+# attempts after the sign are short too (6 s, then doubling up to LOGIN_TIMEOUT: with
+# a first wait of 30 s, one of six trixie boots took 45 s to SSH where the others
+# took 27 s). Without
 # the sign within SSHD_SIGN_WAIT (a console that prints no status), attempts begin at
 # 3 s and grow.
 LOGIN_TIMEOUT = 30.0
@@ -95,13 +102,70 @@ FIRST_BLIND_TIMEOUT = 3.0
 SSHD_SIGN_WAIT = 45.0
 
 
+# A connection still without the banner this long after it opened may be one that QEMU
+# holds (the guest had no address yet when it opened: DHCP was seen to finish 0.7 and
+# 1.4 s after sshd listened, and the first login then came 7 s late). Another
+# connection opened then reaches the guest at once if its address has come meanwhile;
+# the first that answers is used and the others are closed. A held connection costs
+# the guest nothing until it answers; the banner normally comes 0.5 s after opening.
+NEXT_CONNECTION_AFTER = 1.5
+MAX_CONNECTIONS = 4
+
+
+def first_answering_connection(port: int, timeout: float) -> socket.socket | None:
+    """A connection to port whose peer has sent something (the SSH banner), unread;
+    None if none has within timeout. While none answers, opens another connection
+    every NEXT_CONNECTION_AFTER seconds (at most MAX_CONNECTIONS open)."""
+    deadline = time.monotonic() + timeout
+    next_at = time.monotonic()
+    waiting: list[socket.socket] = []
+    winner: socket.socket | None = None
+    try:
+        while winner is None and time.monotonic() < deadline:
+            if time.monotonic() >= next_at and len(waiting) < MAX_CONNECTIONS:
+                next_at = time.monotonic() + NEXT_CONNECTION_AFTER
+                try:
+                    waiting.append(socket.create_connection((LOCALHOST, port), timeout=2.0))
+                except OSError:
+                    continue
+            wait = max(0.0, min(next_at, deadline) - time.monotonic())
+            if not waiting:
+                time.sleep(wait)
+                continue
+            if len(waiting) == MAX_CONNECTIONS:
+                wait = max(0.0, deadline - time.monotonic())
+            readable, _, _ = select.select(waiting, [], [], wait)
+            for conn in readable:
+                if _has_data(conn):
+                    winner = conn
+                    break
+                # Closed before a word: nothing listens in the guest yet.
+                waiting.remove(conn)
+                conn.close()
+        return winner
+    finally:
+        for conn in waiting:
+            if conn is not winner:
+                conn.close()
+
+
+def _has_data(conn: socket.socket) -> bool:
+    try:
+        return bool(conn.recv(1, socket.MSG_PEEK))
+    except OSError:
+        return False
+
+
 def try_login(port: int, key: Path, timeout: float = LOGIN_TIMEOUT) -> str | None:
     """None when a key login works; else what is missing, for the progress line.
 
-    One connection does both jobs: paramiko waits for the banner itself, and every
-    extra probe would cost the booting guest one more sshd-session to start."""
+    The login goes over the first connection that brings the banner: every extra
+    login would cost the booting guest one more sshd-session to start."""
     try:
-        client = connect(port, key, timeout=timeout)
+        sock = first_answering_connection(port, timeout)
+        if sock is None:
+            return "waiting for the SSH banner"
+        client = connect(port, key, timeout=timeout, sock=sock)
     except paramiko.AuthenticationException:
         return "SSH answered, but the VM key is not accepted yet"
     except (OSError, paramiko.SSHException, EOFError):

@@ -170,6 +170,8 @@ def test_the_verity_tree_is_computed_from_the_written_data(tmp_path: Path) -> No
     # Data that does not give the signed root hash: nothing is passed as good.
     with slot.open("r+b") as handle:
         handle.seek(7 * BLOCK)
-        handle.write(b"x")
+        byte = handle.read(1)[0]
+        handle.seek(7 * BLOCK)
+        handle.write(bytes([byte ^ 0xFF]))  # flipped: whatever was there, it changes
     with pytest.raises(delta.DeltaError, match="root hash"):
         delta.write_verity_tree(slot, made)

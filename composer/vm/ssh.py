@@ -54,11 +54,14 @@ def banner_answers(port: int, timeout: float = 10.0) -> bool:
     busy host takes seconds, and probes that always give up too early keep sshd busy
     with dead connections and never succeed. A long probe costs little: QEMU keeps
     retrying the guest connection, so it completes as soon as sshd listens."""
-    try:
-        with socket.create_connection((LOCALHOST, port), timeout=timeout) as s:
-            return s.recv(4).startswith(b"SSH-")
-    except OSError:
+    conn = first_answering_connection(port, timeout)
+    if conn is None:
         return False
+    with conn:
+        try:
+            return conn.recv(4).startswith(b"SSH-")
+        except OSError:
+            return False
 
 
 def connect(
@@ -89,13 +92,12 @@ def connect(
 # (its network is not up yet): a connection opened too early reaches sshd only at its
 # next retry, seconds after sshd listens. So the first attempt waits for the console
 # to say sshd started (bootlog.SshdStartWatch). Even then the guest's address may come
-# a moment later and QEMU hold that first connection: so each attempt opens a second
-# connection when the first stays silent (first_answering_connection), and the first
+# a moment later and QEMU hold that first connection: so each attempt opens another
+# connection while the first stays silent (first_answering_connection), and the first
 # attempts after the sign are short too (6 s, then doubling up to LOGIN_TIMEOUT: with
 # a first wait of 30 s, one of six trixie boots took 45 s to SSH where the others
-# took 27 s). Without
-# the sign within SSHD_SIGN_WAIT (a console that prints no status), attempts begin at
-# 3 s and grow.
+# took 27 s). Without the sign within SSHD_SIGN_WAIT (a console that prints no
+# status), attempts begin at 3 s and grow.
 LOGIN_TIMEOUT = 30.0
 FIRST_SIGNED_TIMEOUT = 6.0
 FIRST_BLIND_TIMEOUT = 3.0
@@ -128,12 +130,12 @@ def first_answering_connection(port: int, timeout: float) -> socket.socket | Non
                     waiting.append(socket.create_connection((LOCALHOST, port), timeout=2.0))
                 except OSError:
                     continue
-            wait = max(0.0, min(next_at, deadline) - time.monotonic())
+            # Until the next connection is due, or the deadline when no more may open.
+            until = deadline if len(waiting) == MAX_CONNECTIONS else min(next_at, deadline)
+            wait = max(0.0, until - time.monotonic())
             if not waiting:
                 time.sleep(wait)
                 continue
-            if len(waiting) == MAX_CONNECTIONS:
-                wait = max(0.0, deadline - time.monotonic())
             readable, _, _ = select.select(waiting, [], [], wait)
             for conn in readable:
                 if _has_data(conn):
@@ -161,10 +163,11 @@ def try_login(port: int, key: Path, timeout: float = LOGIN_TIMEOUT) -> str | Non
 
     The login goes over the first connection that brings the banner: every extra
     login would cost the booting guest one more sshd-session to start."""
+    sock = first_answering_connection(port, timeout)
+    if sock is None:
+        return "waiting for the SSH banner"
     try:
-        sock = first_answering_connection(port, timeout)
-        if sock is None:
-            return "waiting for the SSH banner"
+        # paramiko's transport owns sock from here, and closes it when the login fails.
         client = connect(port, key, timeout=timeout, sock=sock)
     except paramiko.AuthenticationException:
         return "SSH answered, but the VM key is not accepted yet"

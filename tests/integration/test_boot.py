@@ -21,7 +21,7 @@ import paramiko
 import pytest
 
 from composer.testing import KeelVM
-from composer.testing.machine import RebootWatch
+from composer.testing.machine import FIRMWARE_HANDOVER, RebootWatch
 
 pytestmark = pytest.mark.integration
 
@@ -329,7 +329,7 @@ def test_watchdog_resets_a_hung_kernel(keel_vm: KeelVM) -> None:
 
 
 def _firmware_ran_after(serial_log: Path, line: str) -> bool:
-    """Whether the firmware's boot manager printed anything after the given line."""
+    """Whether the firmware handed over to the boot loader after the given line."""
     serial = serial_log.read_text(errors="replace")
     at = serial.rfind(line)
-    return at >= 0 and "BdsDxe:" in serial[at:]
+    return at >= 0 and FIRMWARE_HANDOVER.decode() in serial[at:]

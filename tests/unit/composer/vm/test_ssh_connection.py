@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -55,11 +56,16 @@ def listen(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Listener]]
 
 
 def _is_closed_by_peer(conn: socket.socket) -> bool:
+    """Whether the peer closed conn within 2 s (what it sent before is skipped)."""
     conn.settimeout(2)
     try:
-        return conn.recv(1) == b""
+        while conn.recv(4096):
+            pass
+    except TimeoutError:
+        return False
     except OSError:
-        return True
+        pass
+    return True
 
 
 def test_the_banner_on_the_first_connection_is_left_for_the_login(
@@ -110,3 +116,19 @@ def test_nothing_on_the_port_is_no_connection(listen: Callable[..., Listener]) -
     port = listener.port
     listener.close()
     assert ssh.first_answering_connection(port, timeout=0.5) is None
+
+
+def test_banner_answers_only_for_ssh(listen: Callable[..., Listener]) -> None:
+    assert ssh.banner_answers(listen(lambda n, conn: conn.sendall(BANNER)).port, timeout=5)
+    assert not ssh.banner_answers(listen(lambda n, conn: conn.sendall(b"HTTP/1.1")).port, 5)
+    assert not ssh.banner_answers(listen(lambda n, conn: None).port, timeout=0.5)
+
+
+def test_a_failed_login_closes_its_connection(
+    listen: Callable[..., Listener], tmp_path: Path
+) -> None:
+    # A banner, then no SSH: the login fails, and the connection it used is closed.
+    listener = listen(lambda n, conn: conn.sendall(BANNER + b"not ssh\r\n" * 4))
+    key = tmp_path / "id_ed25519"  # never read: the handshake fails first
+    assert ssh.try_login(listener.port, key, timeout=3) == "waiting for the SSH banner"
+    assert _is_closed_by_peer(listener.accepted[0])

@@ -14,6 +14,10 @@ QEMU = "qemu-system-x86_64"
 FW_CFG_CONFIG = "opt/org.keel/config"
 FW_CFG_DEBUG_SHELL = "opt/org.keel/debug-shell"
 SECURE_FLASH = "driver=cfi.pflash01,property=secure,value=on"
+# Under TCG, QEMU's default qemu64 model lacks SSSE3 and SSE4, so the guest's libc and
+# kernel take their slowest code paths. Adding them booted to SSH 1.3 s faster in
+# alternating boots; "max" was slower (docs/benchmarks.md, boot levers).
+TCG_CPU = "qemu64,+ssse3,+sse4.1,+sse4.2"
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,10 @@ def _option_value(value: object) -> str:
 
 def qemu_argv(spec: VmSpec) -> list[str]:
     vm = spec.vm
-    accel = ["-accel", "kvm", "-cpu", "host"] if spec.accel == "kvm" else ["-accel", "tcg"]
+    if spec.accel == "kvm":
+        accel = ["-accel", "kvm", "-cpu", "host"]
+    else:
+        accel = ["-accel", "tcg", "-cpu", TCG_CPU]
     secure_boot = spec.firmware.secure_boot
     argv = [
         QEMU,

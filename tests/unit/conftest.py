@@ -1,5 +1,6 @@
 """Shared helpers for unit tests: a small definition with its own templates/ and
-overlays/, and a fake image tree with the files the steps look up."""
+overlays/, a fake image tree with the files the steps look up, and tampering with a
+file's byte."""
 
 from __future__ import annotations
 
@@ -12,6 +13,17 @@ import pytest
 
 from composer.definition.load import load_definition
 from composer.definition.model import ImageDefinition
+
+
+def flip(path: Path, offset: int) -> None:
+    """Change the byte at offset, whatever it was. Flipped, not overwritten: a fixed
+    value may already be there (a verity tree's bytes depend on a random salt, and
+    writing 0xff changed nothing in 1 run of 256, seen in CI)."""
+    with path.open("r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0x01]))
 
 
 @dataclass

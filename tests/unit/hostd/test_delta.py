@@ -16,6 +16,7 @@ from hostd import delta
 from hostd.chunkfetch import ChunkFetcher, FetchError
 from hostd.formats import blockindex, verity
 from hostd.formats.blockindex import BLOCK, FileBlocks
+from tests.unit.conftest import flip
 
 
 def blocks_of(*labels: int) -> bytes:
@@ -168,10 +169,6 @@ def test_the_verity_tree_is_computed_from_the_written_data(tmp_path: Path) -> No
     assert slot.read_bytes() == good
     verity.check(slot, made)
     # Data that does not give the signed root hash: nothing is passed as good.
-    with slot.open("r+b") as handle:
-        handle.seek(7 * BLOCK)
-        byte = handle.read(1)[0]
-        handle.seek(7 * BLOCK)
-        handle.write(bytes([byte ^ 0xFF]))  # flipped: whatever was there, it changes
+    flip(slot, 7 * BLOCK)
     with pytest.raises(delta.DeltaError, match="root hash"):
         delta.write_verity_tree(slot, made)

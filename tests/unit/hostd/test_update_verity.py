@@ -11,6 +11,7 @@ import pytest
 from composer.build.verity import append_hash_tree
 from hostd.formats import verity
 from hostd.updater import Refused
+from tests.unit.conftest import flip
 from tests.unit.hostd.hosts import Host, entries
 
 ROOT_SIZE = 300 * verity.BLOCK
@@ -25,14 +26,7 @@ def with_bad_tree(root: Path) -> str:
     argument = with_tree(root)
     made = verity.from_cmdline([argument])
     assert made is not None
-    offset = (made.hash_start_block + 1) * verity.BLOCK + 5
-    with root.open("r+b") as handle:
-        handle.seek(offset)
-        byte = handle.read(1)[0]
-        handle.seek(offset)
-        # Flipped, not overwritten: a fixed value was already there in 1 of 256 runs
-        # (the salt is random), and the tree then stayed right (seen in CI).
-        handle.write(bytes([byte ^ 0xFF]))
+    flip(root, (made.hash_start_block + 1) * verity.BLOCK + 5)
     return argument
 
 

@@ -11,6 +11,7 @@ import pytest
 from composer.build.verity import append_hash_tree, salt_for
 from composer.core.errors import KeelError
 from hostd.formats import verity
+from tests.unit.conftest import flip
 
 
 def superblock_of(path: Path, data_blocks: int) -> verity.Superblock:
@@ -60,14 +61,6 @@ def test_the_same_image_and_identity_give_the_same_bytes(tmp_path: Path) -> None
     )
     assert superblock_of(other, 300).salt.hex() == salt_for("img", "1.1")
     assert superblock_of(other, 300).salt != superblock_of(first, 300).salt
-
-
-def flip(path: Path, offset: int) -> None:
-    with path.open("r+b") as handle:
-        handle.seek(offset)
-        byte = handle.read(1)
-        handle.seek(offset)
-        handle.write(bytes([byte[0] ^ 0x01]))
 
 
 def test_a_changed_data_byte_is_refused(tmp_path: Path) -> None:

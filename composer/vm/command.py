@@ -16,8 +16,10 @@ FW_CFG_DEBUG_SHELL = "opt/org.keel/debug-shell"
 SECURE_FLASH = "driver=cfi.pflash01,property=secure,value=on"
 # Under TCG, QEMU's default qemu64 model lacks SSSE3 and SSE4, so the guest's libc and
 # kernel take their slowest code paths. Adding them booted to SSH 1.3 s faster in
-# alternating boots; "max" was slower (docs/benchmarks.md, boot levers).
-TCG_CPU = "qemu64,+ssse3,+sse4.1,+sse4.2"
+# alternating boots; "max" was slower (docs/benchmarks.md, boot levers). qemu64 also
+# claims AMD's SVM, so udev loads kvm, kvm_amd and ccp at every boot (0.7 s of one
+# emulated CPU) for nested guests no one runs inside an emulated machine: -svm.
+TCG_CPU = "qemu64,-svm,+ssse3,+sse4.1,+sse4.2"
 
 
 @dataclass(frozen=True)

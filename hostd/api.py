@@ -2,6 +2,8 @@
 
 Plain HTTP/1.1 over a unix stream socket with the standard library: GET for reading,
 POST for verbs. The socket is root-only (mode 0600): every verb changes the OS.
+On a host, systemd holds the socket (keel-hostd.socket) and passes it to hostd, so a
+keelctl started before hostd is up waits for it instead of finding no socket.
 
   GET  /v1/status     booted and other slot, update phase, last result, policy
   GET  /v1/history    the recorded update events
@@ -24,7 +26,7 @@ import os
 import socket
 import socketserver
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
@@ -34,6 +36,8 @@ from hostd.updater import Refused, Updater
 log = logging.getLogger("keel.hostd")
 
 SOCKET = Path("/run/keel/hostd.sock")
+# The first file descriptor systemd passes to a socket-activated service (sd_listen_fds(3)).
+LISTEN_FDS_START = 3
 MAX_BODY = 64 * 1024
 # After refusing a request: how much more of it hostd reads (and drops) before closing.
 DRAIN_LIMIT = 16 * MAX_BODY
@@ -173,11 +177,43 @@ class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
 
 
-def serve(updater: Updater, path: Path = SOCKET) -> UnixServer:
-    """Bind the socket (root only) and return the server; the caller runs it."""
+def passed_socket(environ: MutableMapping[str, str] | None = None) -> socket.socket | None:
+    """The listening socket systemd passed to this process (LISTEN_PID and LISTEN_FDS,
+    sd_listen_fds(3)), or None when it passed none. The variables are removed, so no
+    child process takes them for its own."""
+    if environ is None:
+        environ = os.environ
+    if environ.get("LISTEN_PID") != str(os.getpid()):
+        return None
+    count = environ.get("LISTEN_FDS", "")
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        environ.pop(name, None)
+    if count != "1":
+        raise RuntimeError(
+            f"systemd passed {count or 'no'} sockets; keel-hostd.socket must listen on "
+            f"exactly one, {SOCKET}"
+        )
+    passed = socket.socket(fileno=LISTEN_FDS_START)
+    if passed.family != socket.AF_UNIX or passed.type != socket.SOCK_STREAM:
+        passed.detach()
+        raise RuntimeError(f"the socket systemd passed is not a unix stream socket ({SOCKET})")
+    return passed
+
+
+def serve(
+    updater: Updater, path: Path = SOCKET, environ: MutableMapping[str, str] | None = None
+) -> UnixServer:
+    """The server on the socket systemd passed, or else on path, bound here (root only);
+    the caller runs it."""
+    handler = type("BoundHandler", (Handler,), {"table": routes(updater)})
+    passed = passed_socket(environ)
+    if passed is not None:
+        server = UnixServer(str(path), handler, bind_and_activate=False)
+        server.socket.close()
+        server.socket = passed
+        return server
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
-    handler = type("BoundHandler", (Handler,), {"table": routes(updater)})
     old_umask = os.umask(0o177)
     try:
         server = UnixServer(str(path), handler)

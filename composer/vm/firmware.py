@@ -1,7 +1,9 @@
 """Find UEFI firmware through QEMU's firmware descriptors (docs/interop/firmware.json).
 
 Distributions describe their firmware builds in JSON files instead of fixed paths, so
-reading the descriptors keeps Keel working when a distribution renames OVMF files."""
+reading the descriptors keeps Keel working when a distribution renames OVMF files.
+The tools tree's descriptors (composer/build/toolstree.py: Debian 13's OVMF, 2 s
+sooner to the boot loader under TCG) come before the build machine's."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from composer.build.toolstree import ToolsTree
 from composer.core.errors import KeelError
 
 # Search order defined by QEMU: user config overrides /etc, which overrides /usr/share;
@@ -49,7 +52,7 @@ def _descriptor_files(dirs: tuple[Path, ...]) -> list[Path]:
 
 
 def parse_descriptor(
-    path: Path, machine: str = "pc-q35-7.2", secure_boot: bool = False
+    path: Path, machine: str = "pc-q35-7.2", secure_boot: bool = False, tree: Path | None = None
 ) -> Firmware | None:
     """The firmware in one descriptor if Keel can use it, else None.
 
@@ -58,6 +61,8 @@ def parse_descriptor(
     Microsoft keys would let the firmware start loaders the image owner never signed.
     With secure_boot, Secure Boot with SMM; without, neither: SMM needs extra machine
     options for no gain in a VM that checks no signatures.
+    tree: the descriptor belongs to a tree (the tools tree), and its absolute file
+    names are read inside it.
     """
     try:
         data = json.loads(path.read_text())
@@ -86,13 +91,27 @@ def parse_descriptor(
         return None
     if executable.get("format", "raw") != "raw" or template.get("format", "raw") != "raw":
         return None
-    return Firmware(path, Path(executable["filename"]), Path(template["filename"]), secure_boot)
+    code, variables = Path(executable["filename"]), Path(template["filename"])
+    if tree is not None:
+        if not (code.is_absolute() and variables.is_absolute()):
+            return None
+        code, variables = tree / code.relative_to("/"), tree / variables.relative_to("/")
+    return Firmware(path, code, variables, secure_boot)
 
 
-def find_firmware(dirs: tuple[Path, ...] = DESCRIPTOR_DIRS, secure_boot: bool = False) -> Firmware:
-    """The highest-priority usable firmware whose files exist, with Secure Boot or without."""
-    for file in _descriptor_files(dirs):
-        firmware = parse_descriptor(file, secure_boot=secure_boot)
+def find_firmware(
+    dirs: tuple[Path, ...] = DESCRIPTOR_DIRS,
+    secure_boot: bool = False,
+    tools: ToolsTree | None = None,
+) -> Firmware:
+    """The highest-priority usable firmware whose files exist, with Secure Boot or
+    without: the tools tree's first, if given, then the one in dirs."""
+    candidates: list[tuple[Path, Path | None]] = []
+    if tools is not None:
+        candidates += [(f, tools.root) for f in _descriptor_files((tools.firmware_descriptors,))]
+    candidates += [(file, None) for file in _descriptor_files(dirs)]
+    for file, tree in candidates:
+        firmware = parse_descriptor(file, secure_boot=secure_boot, tree=tree)
         if firmware and firmware.code.is_file() and firmware.vars_template.is_file():
             return firmware
     searched = ", ".join(str(d) for d in dirs)

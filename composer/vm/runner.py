@@ -15,14 +15,17 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from composer.build.toolstree import ToolsTree, tools_tree
 from composer.core import commands
 from composer.core.errors import KeelError
 from composer.core.paths import build_root
+from composer.core.progress import Progress
 from composer.vm import bootlog, command, firmware, ignition, keys, qmp, secureboot, ssh, state
 from composer.vm.accel import choose_accel
 from composer.vm.console import tail
@@ -107,6 +110,18 @@ def _die_with_parent() -> None:
     # parent goes away, so a killed test session cannot leave QEMU behind.
     PR_SET_PDEATHSIG = 1
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _tools() -> ToolsTree | None:
+    """The tools tree, for its OVMF (2 s sooner to the boot loader under TCG than
+    Debian 12's), made first if missing; None when it cannot be made (no network to
+    Debian): the build machine's OVMF boots the VM then."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="keel-tools-") as scratch:
+            return tools_tree(Progress(quiet=quiet), Path(scratch))
+    except KeelError as error:
+        say(f"    note: {error.message}; booting with the build machine's OVMF instead")
+        return None
 
 
 def _prepare(vm: VmDir, disk: Path, fw: firmware.Firmware, config: Path | None) -> bool:
@@ -230,7 +245,7 @@ def start(
             secure_boot=previous.secure_boot,
         )
     disks = extra_disks(options.extra_disks, disk)  # checked before the folder is made
-    fw = firmware.find_firmware(secure_boot=bool(options.secure_boot))
+    fw = firmware.find_firmware(secure_boot=bool(options.secure_boot), tools=_tools())
     accel, reason = choose_accel(options.accel)
     secure = ", Secure Boot" if fw.secure_boot else ""
     say(f"==> VM {vm.name}: {image_label(disk)}{secure}, accel {accel} ({reason})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import select
 import socket
 import threading
@@ -184,3 +185,51 @@ def test_a_client_that_trickles_its_request_is_cut_off(
     assert time.monotonic() - started < 4
     assert status_code(answer) == 408
     assert updater.calls == []
+
+
+def _listening_unix_socket(path: Path) -> socket.socket:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen()
+    return listener
+
+
+def test_hostd_serves_on_the_socket_systemd_passed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # keel-hostd.socket: systemd binds the socket and passes it as the first fd; hostd
+    # must answer on it, not bind a socket of its own over it.
+    path = tmp_path / "held-by-systemd.sock"
+    listener = _listening_unix_socket(path)
+    monkeypatch.setattr(api, "LISTEN_FDS_START", listener.fileno())
+    environ = {"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": "1", "LISTEN_FDNAMES": "x"}
+    server = api.serve(FakeUpdater(), tmp_path / "unused.sock", environ)  # type: ignore[arg-type]
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        assert cli.call("GET", "/v1/status", socket_path=path) == {"phase": "idle"}
+        assert not (tmp_path / "unused.sock").exists()
+        assert environ == {}  # not handed on to the processes hostd starts
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_socket_passed_to_another_process_is_not_taken(tmp_path: Path) -> None:
+    environ = {"LISTEN_PID": str(os.getpid() + 1), "LISTEN_FDS": "1"}
+    assert api.passed_socket(environ) is None
+    assert environ["LISTEN_FDS"] == "1"
+
+
+@pytest.mark.parametrize("count", ["0", "2", ""])
+def test_anything_but_one_passed_socket_is_an_error(count: str) -> None:
+    with pytest.raises(RuntimeError, match="exactly one"):
+        api.passed_socket({"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": count})
+
+
+def test_a_passed_socket_of_another_kind_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+        monkeypatch.setattr(api, "LISTEN_FDS_START", tcp.fileno())
+        with pytest.raises(RuntimeError, match="not a unix stream socket"):
+            api.passed_socket({"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": "1"})
+        assert tcp.fileno() != -1  # still open: the check does not close what it refuses

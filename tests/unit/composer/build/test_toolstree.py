@@ -64,7 +64,7 @@ def test_a_miss_extracts_once_and_a_hit_reuses_the_tree(
     assert first.root == cache / "tools" / toolstree.cache_key("")
     assert (first.root / toolstree.LOADER).exists()
     assert len(calls) == 1
-    assert "--variant=extract" in calls[0] and "--include=erofs-utils" in calls[0]
+    assert "--variant=extract" in calls[0] and "--include=erofs-utils,ovmf" in calls[0]
     assert calls[0][-2] == toolstree.SUITE and ".partial-" in calls[0][-1]
     assert toolstree.tools_tree(Progress(quiet=True), cache) == first
     assert len(calls) == 1

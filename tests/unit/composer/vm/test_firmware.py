@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
+from composer.build.toolstree import ToolsTree
 from composer.core.errors import KeelError
+from composer.vm import runner
 from composer.vm.firmware import find_firmware, parse_descriptor
 
 
@@ -185,3 +187,51 @@ def test_real_debian_secure_boot_descriptor() -> None:
     fw = find_firmware((Path("/usr/share/qemu/firmware"),), secure_boot=True)
     assert fw.code.name == "OVMF_CODE_4M.secboot.fd"
     assert fw.vars_template.name == "OVMF_VARS_4M.fd"
+
+
+def tools_tree_with_ovmf(root: Path) -> ToolsTree:
+    """A tools tree holding an OVMF the way Debian's package lays it out."""
+    for name in ("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd"):
+        (root / "usr/share/OVMF").mkdir(parents=True, exist_ok=True)
+        (root / "usr/share/OVMF" / name).write_bytes(b"\0" * 16)
+    tools = ToolsTree(root)
+    plain = descriptor("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd")
+    write(tools.firmware_descriptors, "60-edk2-x86_64.json", plain)
+    return tools
+
+
+def test_the_tools_trees_firmware_comes_first_with_its_files_inside_the_tree(
+    tmp_path: Path, fw_files: dict[str, Path]
+) -> None:
+    host = tmp_path / "host"
+    write(host, "50-host.json", descriptor(str(fw_files["CODE.fd"]), str(fw_files["VARS.fd"])))
+    tools = tools_tree_with_ovmf(tmp_path / "tools")
+    fw = find_firmware((host,), tools=tools)
+    assert fw.code == tools.root / "usr/share/OVMF/OVMF_CODE_4M.fd"
+    assert fw.vars_template == tools.root / "usr/share/OVMF/OVMF_VARS_4M.fd"
+    # Without the tree, the build machine's.
+    assert find_firmware((host,)).code == fw_files["CODE.fd"]
+
+
+def test_a_tools_tree_without_the_files_leaves_the_build_machines_firmware(
+    tmp_path: Path, fw_files: dict[str, Path]
+) -> None:
+    host = tmp_path / "host"
+    write(host, "60-host.json", descriptor(str(fw_files["CODE.fd"]), str(fw_files["VARS.fd"])))
+    tools = tools_tree_with_ovmf(tmp_path / "tools")
+    (tools.root / "usr/share/OVMF/OVMF_CODE_4M.fd").unlink()
+    # Also one naming a relative path, which a tree's descriptor must not.
+    relative = descriptor("usr/share/OVMF/OVMF_CODE_4M.fd", "usr/share/OVMF/OVMF_VARS_4M.fd")
+    write(tools.firmware_descriptors, "10-relative.json", relative)
+    assert find_firmware((host,), tools=tools).code == fw_files["CODE.fd"]
+
+
+def test_a_vm_boots_with_the_build_machines_firmware_when_no_tools_tree_can_be_made(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def offline(*_: object) -> ToolsTree:
+        raise KeelError("mmdebstrap failed", hint="the tools tree needs network access")
+
+    monkeypatch.setattr(runner, "tools_tree", offline)
+    assert runner._tools() is None
+    assert "booting with the build machine's OVMF instead" in capsys.readouterr().err

@@ -117,11 +117,12 @@ def firmware(monkeypatch: pytest.MonkeyPatch) -> None:
     if not TEMPLATE.is_file() or shutil.which("qemu-img") is None:
         pytest.skip("needs ovmf and qemu-img (for the VM's disk overlay)")
 
-    def find_firmware(secure_boot: bool = False) -> Firmware:
+    def find_firmware(secure_boot: bool = False, tools: object = None) -> Firmware:
         code = Path("/fw/CODE.secboot.fd" if secure_boot else "/fw/CODE.fd")
         return Firmware(Path("/fw/fw.json"), code, TEMPLATE, secure_boot)
 
     monkeypatch.setattr(runner.firmware, "find_firmware", find_firmware)
+    monkeypatch.setattr(runner, "_tools", lambda: None)  # no tools tree to extract
 
 
 Start = Callable[..., list[str]]

@@ -59,6 +59,17 @@ def call(
         raise ApiError(
             f"hostd is not running (no {socket_path}); `systemctl status keel-hostd`"
         ) from None
+    # systemd holds the socket (keel-hostd.socket) and starts hostd on a connection: a
+    # hostd that fails to start leaves the connection unanswered, then closed.
+    except (ConnectionResetError, http.client.RemoteDisconnected):
+        raise ApiError(
+            "hostd closed the connection without answering (did it fail to start?); "
+            "`systemctl status keel-hostd`"
+        ) from None
+    except TimeoutError:
+        raise ApiError(
+            f"hostd did not answer within {timeout:.0f}s; `systemctl status keel-hostd`"
+        ) from None
     finally:
         connection.close()
     if response.status != 200:

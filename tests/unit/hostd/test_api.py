@@ -76,6 +76,32 @@ def test_no_daemon_says_so(tmp_path: Path) -> None:
         cli.call("GET", "/v1/status", socket_path=tmp_path / "missing.sock")
 
 
+def test_a_socket_nobody_answers_on_says_so(tmp_path: Path) -> None:
+    # systemd holds the socket while hostd is not up: the connection waits unanswered.
+    with _listening_unix_socket(tmp_path / "held.sock"):
+        with pytest.raises(cli.ApiError, match="did not answer within 1s"):
+            cli.call("GET", "/v1/status", socket_path=tmp_path / "held.sock", timeout=1)
+
+
+def test_a_connection_closed_unanswered_says_so(tmp_path: Path) -> None:
+    # hostd failed to start: systemd gives up on the socket and the connection closes.
+    listener = _listening_unix_socket(tmp_path / "given-up.sock")
+
+    def close_unanswered() -> None:
+        conn, _ = listener.accept()
+        conn.recv(1)  # the request has begun: it closes mid-exchange
+        conn.close()
+
+    thread = threading.Thread(target=close_unanswered, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(cli.ApiError, match="closed the connection without answering"):
+            cli.call("GET", "/v1/status", socket_path=tmp_path / "given-up.sock", timeout=5)
+    finally:
+        thread.join(5)
+        listener.close()
+
+
 def test_status_text_names_a_failed_version() -> None:
     why = "health check failed: x"
     text = cli.show_status({

@@ -78,9 +78,11 @@ def test_no_daemon_says_so(tmp_path: Path) -> None:
 
 def test_a_socket_nobody_answers_on_says_so(tmp_path: Path) -> None:
     # systemd holds the socket while hostd is not up: the connection waits unanswered.
-    with _listening_unix_socket(tmp_path / "held.sock"):
-        with pytest.raises(cli.ApiError, match="did not answer within 1s"):
-            cli.call("GET", "/v1/status", socket_path=tmp_path / "held.sock", timeout=1)
+    with (
+        _listening_unix_socket(tmp_path / "held.sock"),
+        pytest.raises(cli.ApiError, match="did not answer within 1s"),
+    ):
+        cli.call("GET", "/v1/status", socket_path=tmp_path / "held.sock", timeout=1)
 
 
 def test_a_connection_closed_unanswered_says_so(tmp_path: Path) -> None:

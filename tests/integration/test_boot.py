@@ -183,6 +183,26 @@ def test_first_boot_keeps_the_enablement_the_image_was_built_with(keel_host: Any
         assert keel_host.check_output(f"systemctl show -P ConditionResult {unit}") == "no", unit
 
 
+def test_hostd_starts_after_sshd_and_keelctl_waits_on_its_socket(keel_host: Any) -> None:
+    keel_host.run("systemctl is-system-running --wait")
+
+    def monotonic(prop: str, unit: str) -> int:
+        return int(keel_host.check_output(f"systemctl show -P {prop} {unit}"))
+
+    # hostd and var growth start once sshd is up: their Python leaves the CPUs to sshd.
+    sshd_up = monotonic("ActiveEnterTimestampMonotonic", "ssh.service")
+    for unit in ("keel-hostd.service", "keel-grow-var.service"):
+        assert monotonic("InactiveExitTimestampMonotonic", unit) >= sshd_up > 0, unit
+    # systemd holds the API socket from early boot, root only, and hands it to hostd.
+    assert keel_host.check_output("systemctl is-active keel-hostd.socket") == "active"
+    assert keel_host.check_output("stat -c %a:%U /run/keel/hostd.sock") == "600:root"
+    # With hostd stopped, keelctl's connection starts it, and is answered.
+    keel_host.run_expect([0], "systemctl stop keel-hostd.service")
+    assert keel_host.run("systemctl is-active keel-hostd.service").stdout.strip() == "inactive"
+    assert "booted:" in keel_host.check_output("keelctl status")
+    assert keel_host.check_output("systemctl is-active keel-hostd.service") == "active"
+
+
 def test_python_bytecode_is_precompiled_and_never_rechecked(keel_host: Any) -> None:
     # The flags word of a .pyc: 1 is hash-based and never checked against its source.
     program = (

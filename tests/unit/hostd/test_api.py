@@ -228,8 +228,8 @@ def test_hostd_serves_on_the_socket_systemd_passed(
     # keel-hostd.socket: systemd binds the socket and passes it as the first fd; hostd
     # must answer on it, not bind a socket of its own over it.
     path = tmp_path / "held-by-systemd.sock"
-    listener = _listening_unix_socket(path)
-    monkeypatch.setattr(api, "LISTEN_FDS_START", listener.fileno())
+    # The descriptor is handed over as systemd hands it: hostd's socket owns it alone.
+    monkeypatch.setattr(api, "LISTEN_FDS_START", _listening_unix_socket(path).detach())
     environ = {"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": "1", "LISTEN_FDNAMES": "x"}
     server = api.serve(FakeUpdater(), tmp_path / "unused.sock", environ)  # type: ignore[arg-type]
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)

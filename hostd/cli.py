@@ -61,7 +61,7 @@ def call(
         ) from None
     # systemd holds the socket (keel-hostd.socket) and starts hostd on a connection: a
     # hostd that fails to start leaves the connection unanswered, then closed.
-    except (ConnectionResetError, http.client.RemoteDisconnected):
+    except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected):
         raise ApiError(
             "hostd closed the connection without answering (did it fail to start?); "
             "`systemctl status keel-hostd`"

@@ -91,7 +91,8 @@ def test_a_connection_closed_unanswered_says_so(tmp_path: Path) -> None:
 
     def close_unanswered() -> None:
         conn, _ = listener.accept()
-        conn.recv(1)  # the request has begun: it closes mid-exchange
+        conn.recv(1)  # the request has begun: it closes mid-exchange (the client
+        # may still be sending, or already waiting for the answer)
         conn.close()
 
     thread = threading.Thread(target=close_unanswered, daemon=True)

@@ -191,8 +191,8 @@ def test_real_debian_secure_boot_descriptor() -> None:
 
 def tools_tree_with_ovmf(root: Path) -> ToolsTree:
     """A tools tree holding an OVMF the way Debian's package lays it out."""
+    (root / "usr/share/OVMF").mkdir(parents=True)
     for name in ("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd"):
-        (root / "usr/share/OVMF").mkdir(parents=True, exist_ok=True)
         (root / "usr/share/OVMF" / name).write_bytes(b"\0" * 16)
     tools = ToolsTree(root)
     plain = descriptor("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd")
@@ -200,11 +200,17 @@ def tools_tree_with_ovmf(root: Path) -> ToolsTree:
     return tools
 
 
+def host_firmware(tmp_path: Path, fw_files: dict[str, Path], name: str) -> Path:
+    """The build machine's descriptor folder, with one plain firmware named name."""
+    host = tmp_path / "host"
+    write(host, name, descriptor(str(fw_files["CODE.fd"]), str(fw_files["VARS.fd"])))
+    return host
+
+
 def test_the_tools_trees_firmware_comes_first_with_its_files_inside_the_tree(
     tmp_path: Path, fw_files: dict[str, Path]
 ) -> None:
-    host = tmp_path / "host"
-    write(host, "50-host.json", descriptor(str(fw_files["CODE.fd"]), str(fw_files["VARS.fd"])))
+    host = host_firmware(tmp_path, fw_files, "50-host.json")
     tools = tools_tree_with_ovmf(tmp_path / "tools")
     fw = find_firmware((host,), tools=tools)
     assert fw.code == tools.root / "usr/share/OVMF/OVMF_CODE_4M.fd"
@@ -216,8 +222,7 @@ def test_the_tools_trees_firmware_comes_first_with_its_files_inside_the_tree(
 def test_a_tools_tree_without_the_files_leaves_the_build_machines_firmware(
     tmp_path: Path, fw_files: dict[str, Path]
 ) -> None:
-    host = tmp_path / "host"
-    write(host, "60-host.json", descriptor(str(fw_files["CODE.fd"]), str(fw_files["VARS.fd"])))
+    host = host_firmware(tmp_path, fw_files, "60-host.json")
     tools = tools_tree_with_ovmf(tmp_path / "tools")
     (tools.root / "usr/share/OVMF/OVMF_CODE_4M.fd").unlink()
     # Also one naming a relative path, which a tree's descriptor must not.

@@ -80,6 +80,9 @@ def main() -> int:
     commands.echo_commands = False
     runs = []
     try:
+        # The VM tools tree (QEMU, OVMF) is extracted once here if missing, not inside
+        # the first timed boot.
+        runner.vm_tools()
         with tempfile.TemporaryDirectory(prefix="keel-bench-") as root:
             for i in range(args.boots):
                 print(f"==> boot {i + 1}/{args.boots}", file=sys.stderr)

@@ -56,7 +56,7 @@ Lane = tuple[tuple[str, Step], ...]
 STAGES: tuple[tuple[Lane, ...], ...] = (
     (
         (("bootstrap root from Debian packages (mmdebstrap)", bootstrap.step),),
-        (("tools tree (erofs-utils and OVMF from Debian 13)", toolstree.step),),
+        (("tools tree (erofs-utils from Debian 13)", toolstree.step),),
     ),
     (
         (

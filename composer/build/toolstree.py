@@ -1,17 +1,20 @@
-"""The tools tree: build tools newer than the build machine's, taken from a current
-Debian suite and cached, as mkosi does with its tools tree.
+"""Tools trees: tools newer than the build machine's, taken from a current Debian
+suite and cached, as mkosi does with its tools tree. There are two, so a build never
+waits for what only `keel run` needs:
 
-Why: Debian 12's erofs-utils (1.5) compresses on one thread, and mkfs.erofs was most
-of a warm rebuild (issue 18). Trixie's (1.8) compresses on every CPU and gives the
-same bytes for any number of them. And trixie's OVMF (edk2 2025.02), which `keel run`
-boots VMs with (composer/vm/firmware.py), reaches the boot loader in 1.4 s under TCG
-where Debian 12's (edk2 2023.02) takes 3.5 s, on the same QEMU.
+- the build's (BUILD_PACKAGES): Debian 12's erofs-utils (1.5) compresses on one
+  thread, and mkfs.erofs was most of a warm rebuild (issue 18). Trixie's (1.8)
+  compresses on every CPU and gives the same bytes for any number of them.
+- the VMs' (VM_PACKAGES), which `keel run` boots with (composer/vm/runner.py):
+  trixie's QEMU (10.0) booted docker-host to SSH under TCG in 16.8 s where Debian
+  12's QEMU 7.2 took 23.1 s (alternating boots, docs/benchmarks.md), and trixie's
+  OVMF (edk2 2025.02) reaches the boot loader in 1.4 s where Debian 12's takes 3.5 s.
 
-The tree is extracted once with mmdebstrap's "extract" variant (the packages and their
-dependencies unpacked, no maintainer script run, no root needed to use it; 33 MB,
-about 5 s) and cached by a key of what decides its content. mmdebstrap runs no
-customize hook in that variant, so the download cache (composer/build/debcache.py)
-does not apply to it.
+Each tree is extracted once with mmdebstrap's "extract" variant (the packages and
+their dependencies unpacked, no maintainer script run, no root needed to use it; the
+build's 5 MB, the VMs' 184 MB, about 5 s each) and cached by a key of what decides its
+content. mmdebstrap runs no customize hook in that variant, so the download cache
+(composer/build/debcache.py) does not apply to it.
 
 Its programs run through the tree's own dynamic loader with the tree's libraries
 only (--inhibit-cache: the build machine's ld.so.cache is never read), so they see
@@ -40,7 +43,8 @@ if TYPE_CHECKING:
 # Bump when the recipe below changes in a way the key would not otherwise see.
 RECIPE_VERSION = 2
 SUITE = "trixie"
-PACKAGES = ("erofs-utils", "ovmf")
+BUILD_PACKAGES = ("erofs-utils",)
+VM_PACKAGES = ("qemu-system-x86", "ovmf")
 # Where the tree's loader and libraries are (amd64, the only architecture built).
 LOADER = "usr/lib64/ld-linux-x86-64.so.2"
 LIBRARY_DIRS = ("usr/lib/x86_64-linux-gnu",)
@@ -60,30 +64,41 @@ class ToolsTree:
 
     @property
     def firmware_descriptors(self) -> Path:
-        """QEMU's firmware descriptors of the tree's OVMF; the file names they give are
-        inside the tree."""
+        """QEMU's firmware descriptors of the tree's OVMF (VM_PACKAGES); the file
+        names they give are inside the tree."""
         return self.root / "usr/share/qemu/firmware"
 
+    @property
+    def qemu_data(self) -> Path:
+        """The data folder of the tree's QEMU (option ROMs and the like): run through
+        the loader, QEMU would look in the build machine's /usr/share/qemu instead."""
+        return self.root / "usr/share/qemu"
 
-def cache_key(mirror: str) -> str:
-    recipe = {"recipe": RECIPE_VERSION, "suite": SUITE, "packages": PACKAGES, "mirror": mirror}
+
+def cache_key(mirror: str, packages: tuple[str, ...] = BUILD_PACKAGES) -> str:
+    recipe = {"recipe": RECIPE_VERSION, "suite": SUITE, "packages": packages, "mirror": mirror}
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def tools_tree(progress: Progress, scratch: Path, mirror: str = "") -> ToolsTree:
-    """The cached tools tree, extracted first if this recipe has none yet (mmdebstrap
-    working in the scratch folder)."""
-    root = cache_root() / "tools" / cache_key(mirror)
+def tools_tree(
+    progress: Progress,
+    scratch: Path,
+    mirror: str = "",
+    packages: tuple[str, ...] = BUILD_PACKAGES,
+) -> ToolsTree:
+    """The cached tools tree of these packages, extracted first if this recipe has none
+    yet (mmdebstrap working in the scratch folder)."""
+    root = cache_root() / "tools" / cache_key(mirror, packages)
     if (root / LOADER).exists():
         return ToolsTree(root)
-    progress.say(f"    tools tree: extracting {', '.join(PACKAGES)} from Debian {SUITE}")
+    progress.say(f"    tools tree: extracting {', '.join(packages)} from Debian {SUITE}")
     root.parent.mkdir(parents=True, exist_ok=True)
     # A name of this process's own, so two builds at once never write one folder.
     partial = root.with_name(f"{root.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     cmd = [
         "mmdebstrap", "--mode=root", "--variant=extract", "--quiet",
-        f"--include={','.join(PACKAGES)}",
+        f"--include={','.join(packages)}",
         SUITE, str(partial),
     ]  # fmt: skip
     if mirror:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from composer.build.toolstree import ToolsTree
 from composer.vm.firmware import Firmware
 from composer.vm.ports import LOCALHOST
 from composer.vm.vmdir import VmDir
@@ -46,6 +47,15 @@ class VmSpec:
     config_file: Path | None
     debug_shell: bool = True
     extra_disks: tuple[ExtraDisk, ...] = ()
+    qemu: tuple[str, ...] = (QEMU,)  # how to run QEMU: qemu_program()
+
+
+def qemu_program(tools: ToolsTree | None) -> tuple[str, ...]:
+    """The start of QEMU's command line: the VM tools tree's QEMU (Debian 13's, through
+    the tree's loader, with the tree's data folder), else the build machine's."""
+    if tools is None:
+        return (QEMU,)
+    return (*tools.command(QEMU), "-L", str(tools.qemu_data))
 
 
 def _socket_chardev(chardev_id: str, path: Path, logfile: Path | None = None) -> str:
@@ -69,7 +79,7 @@ def qemu_argv(spec: VmSpec) -> list[str]:
         accel = ["-accel", "tcg", "-cpu", TCG_CPU]
     secure_boot = spec.firmware.secure_boot
     argv = [
-        QEMU,
+        *spec.qemu,
         "-name", f"keel-{vm.name},process=keel-{vm.name}",
         "-machine", f"q35,smm={'on' if secure_boot else 'off'}",
         # Secure Boot: only SMM code may write the flash, so the guest OS cannot replace

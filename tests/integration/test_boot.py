@@ -54,7 +54,9 @@ def qemu_pids_under(folder: Path) -> list[int]:
             argv = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if argv and b"qemu-system" in argv[0] and str(folder).encode() in b" ".join(argv):
+        # Not argv[0] alone: the tools tree's QEMU runs through the tree's loader.
+        line = b" ".join(argv)
+        if b"qemu-system" in line and str(folder).encode() in line:
             pids.append(int(proc.name))
     return pids
 

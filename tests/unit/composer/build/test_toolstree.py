@@ -1,4 +1,5 @@
-"""The tools tree: its cache key, how its programs are run, and when it is extracted."""
+"""The tools trees: their cache key, how their programs are run, and when they are
+extracted."""
 
 import re
 from pathlib import Path
@@ -22,11 +23,15 @@ def test_cache_key_follows_recipe_suite_packages_and_mirror(
 ) -> None:
     base = toolstree.cache_key("")
     assert toolstree.cache_key("") == base
+    assert toolstree.cache_key("", toolstree.BUILD_PACKAGES) == base  # the default
     assert toolstree.cache_key("http://127.0.0.1:9/debian") != base
+    # The build's tree and the VMs' never share a folder, and any package change
+    # makes a new tree.
+    assert toolstree.cache_key("", toolstree.VM_PACKAGES) != base
+    assert toolstree.cache_key("", (*toolstree.BUILD_PACKAGES, "zstd")) != base
     for name, value in (
         ("RECIPE_VERSION", toolstree.RECIPE_VERSION + 1),
         ("SUITE", "forky"),
-        ("PACKAGES", (*toolstree.PACKAGES, "zstd")),
     ):
         with monkeypatch.context() as patch:
             patch.setattr(toolstree, name, value)
@@ -64,11 +69,24 @@ def test_a_miss_extracts_once_and_a_hit_reuses_the_tree(
     assert first.root == cache / "tools" / toolstree.cache_key("")
     assert (first.root / toolstree.LOADER).exists()
     assert len(calls) == 1
-    assert "--variant=extract" in calls[0] and "--include=erofs-utils,ovmf" in calls[0]
+    assert "--variant=extract" in calls[0] and "--include=erofs-utils" in calls[0]
     assert calls[0][-2] == toolstree.SUITE and ".partial-" in calls[0][-1]
     assert toolstree.tools_tree(Progress(quiet=True), cache) == first
     assert len(calls) == 1
     assert [p.name for p in first.root.parent.iterdir()] == [first.root.name]
+
+
+def test_the_vms_tree_is_its_own_beside_the_builds(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[list[str]] = []
+    monkeypatch.setattr(toolstree.commands, "run", fake_extract(calls))
+    build = toolstree.tools_tree(Progress(quiet=True), cache)
+    vms = toolstree.tools_tree(Progress(quiet=True), cache, packages=toolstree.VM_PACKAGES)
+    assert vms.root == cache / "tools" / toolstree.cache_key("", toolstree.VM_PACKAGES)
+    assert vms.root != build.root
+    assert "--include=qemu-system-x86,ovmf" in calls[1]
+    assert vms.qemu_data == vms.root / "usr/share/qemu"
 
 
 def test_a_mirror_is_passed_on_and_keys_its_own_tree(

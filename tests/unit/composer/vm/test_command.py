@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from composer.build.toolstree import LOADER, ToolsTree
 from composer.core.errors import KeelError
-from composer.vm.command import ExtraDisk, VmSpec, qemu_argv
+from composer.vm.command import ExtraDisk, VmSpec, qemu_argv, qemu_program
 from composer.vm.firmware import Firmware
 from composer.vm.runner import extra_disks
 from composer.vm.vmdir import VmDir
@@ -48,6 +49,17 @@ def test_machine_memory_cpus_accel(tmp_path: Path) -> None:
     kvm = qemu_argv(spec(tmp_path, accel="kvm"))
     assert option(kvm, "-accel") == ["kvm"]
     assert option(kvm, "-cpu") == ["host"]
+
+
+def test_the_tools_trees_qemu_runs_with_its_own_data_folder(tmp_path: Path) -> None:
+    tree = ToolsTree(tmp_path / "tree")
+    argv = qemu_argv(spec(tmp_path, qemu=qemu_program(tree)))
+    assert argv[0] == str(tree.root / LOADER)
+    program = argv.index(str(tree.root / "usr/bin/qemu-system-x86_64"))
+    # Through the loader QEMU would look for its ROMs in the build machine's folder.
+    assert argv[program + 1 : program + 3] == ["-L", str(tree.root / "usr/share/qemu")]
+    assert argv[program + 3] == "-name"
+    assert qemu_program(None) == ("qemu-system-x86_64",)
 
 
 def test_firmware_code_readonly_and_vars_per_vm(tmp_path: Path) -> None:

@@ -234,9 +234,9 @@ def test_a_tools_tree_without_the_files_leaves_the_build_machines_firmware(
 def test_a_vm_boots_with_the_build_machines_firmware_when_no_tools_tree_can_be_made(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def offline(*_: object) -> ToolsTree:
+    def offline(*_: object, **__: object) -> ToolsTree:
         raise KeelError("mmdebstrap failed", hint="the tools tree needs network access")
 
     monkeypatch.setattr(runner, "tools_tree", offline)
-    assert runner._tools() is None
-    assert "booting with the build machine's OVMF instead" in capsys.readouterr().err
+    assert runner.vm_tools() is None
+    assert "booting with the build machine's QEMU and OVMF instead" in capsys.readouterr().err

@@ -122,7 +122,7 @@ def firmware(monkeypatch: pytest.MonkeyPatch) -> None:
         return Firmware(Path("/fw/fw.json"), code, TEMPLATE, secure_boot)
 
     monkeypatch.setattr(runner.firmware, "find_firmware", find_firmware)
-    monkeypatch.setattr(runner, "_tools", lambda: None)  # no tools tree to extract
+    monkeypatch.setattr(runner, "vm_tools", lambda: None)  # no tools tree to extract
 
 
 Start = Callable[..., list[str]]

@@ -30,7 +30,7 @@ TOOLS = (
     Tool("xz", "xz-utils", "keel build: recompress kernel modules (xz to zstd)"),
     Tool("objcopy", "binutils", "keel build: assemble unified kernel images"),
     Tool("sbsign", "sbsigntool", "keel build --keys: sign for Secure Boot"),
-    Tool("qemu-system-x86_64", "qemu-system-x86", "keel run: boot images"),
+    Tool("qemu-system-x86_64", "qemu-system-x86", "keel run: boot, if no VM tools tree"),
     Tool("ssh", "openssh-client", "keel ssh"),
 )
 

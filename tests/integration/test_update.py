@@ -34,7 +34,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -80,13 +80,14 @@ class Chain:
     def build(self, version: str) -> Path:
         return self.images.build(VERSIONS[version])
 
-    def publish(self, version: str, **expiries: timedelta) -> None:
+    def publish(self, version: str, now: datetime | None = None, **expiries: timedelta) -> None:
         repository.publish(
             self.repo,
             self.images.path(VERSIONS[version]),
             self.keys,
             expiries=expiries,
             force=True,
+            now=now,
         )
 
     @property
@@ -295,7 +296,9 @@ def test_tampered_bundle_and_expired_metadata_are_refused(chain: Chain) -> None:
     for stored, original in originals.items():
         stored.write_bytes(original)
 
-    chain.publish("3.0.0", timestamp=timedelta(0))
+    # Expired an hour ago, not just now: the guest's clock has no time server to follow
+    # and may lag the build machine's by seconds.
+    chain.publish("3.0.0", now=datetime.now(UTC) - timedelta(hours=2), timestamp=timedelta(hours=1))
     code, out = chain.keelctl("update")
     assert code != 0 and "expired" in out, out
     assert chain.status()["last_result"]["result"] == "refused"

@@ -97,6 +97,8 @@ def test_config_and_debug_shell_through_fw_cfg(tmp_path: Path) -> None:
     assert f"name=opt/org.keel/config,file={tmp_path}/vm1/config.ign" in fw_cfg
     assert "name=opt/org.keel/debug-shell,string=1" in fw_cfg
     assert "virtconsole,chardev=debugsh" in option(argv, "-device")
+    # One port only: every port the device offers costs the guest buffers.
+    assert "virtio-serial-pci,max_ports=1" in option(argv, "-device")
     assert any(f"path={tmp_path}/vm1/debug.sock" in c for c in option(argv, "-chardev"))
 
 

@@ -12,7 +12,7 @@ waits for what only `keel run` needs:
 
 Each tree is extracted once with mmdebstrap's "extract" variant (the packages and
 their dependencies unpacked, no maintainer script run, no root needed to use it; the
-build's 5 MB, the VMs' 184 MB, about 5 s each) and cached by a key of what decides its
+build's 4 MB, the VMs' 184 MB, about 5 s each) and cached by a key of what decides its
 content. mmdebstrap runs no customize hook in that variant, so the download cache
 (composer/build/debcache.py) does not apply to it.
 
@@ -66,7 +66,7 @@ class ToolsTree:
     def firmware_descriptors(self) -> Path:
         """QEMU's firmware descriptors of the tree's OVMF (VM_PACKAGES); the file
         names they give are inside the tree."""
-        return self.root / "usr/share/qemu/firmware"
+        return self.qemu_data / "firmware"
 
     @property
     def qemu_data(self) -> Path:

@@ -60,11 +60,18 @@ def fake_extract(calls: list[list[str]], *, with_loader: bool = True) -> Any:
     return run
 
 
-def test_a_miss_extracts_once_and_a_hit_reuses_the_tree(
-    cache: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def extractions(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The mmdebstrap commands run, each making a tree with its loader."""
     calls: list[list[str]] = []
     monkeypatch.setattr(toolstree.commands, "run", fake_extract(calls))
+    return calls
+
+
+def test_a_miss_extracts_once_and_a_hit_reuses_the_tree(
+    cache: Path, extractions: list[list[str]]
+) -> None:
+    calls = extractions
     first = toolstree.tools_tree(Progress(quiet=True), cache)
     assert first.root == cache / "tools" / toolstree.cache_key("")
     assert (first.root / toolstree.LOADER).exists()
@@ -77,10 +84,9 @@ def test_a_miss_extracts_once_and_a_hit_reuses_the_tree(
 
 
 def test_the_vms_tree_is_its_own_beside_the_builds(
-    cache: Path, monkeypatch: pytest.MonkeyPatch
+    cache: Path, extractions: list[list[str]]
 ) -> None:
-    calls: list[list[str]] = []
-    monkeypatch.setattr(toolstree.commands, "run", fake_extract(calls))
+    calls = extractions
     build = toolstree.tools_tree(Progress(quiet=True), cache)
     vms = toolstree.tools_tree(Progress(quiet=True), cache, packages=toolstree.VM_PACKAGES)
     assert vms.root == cache / "tools" / toolstree.cache_key("", toolstree.VM_PACKAGES)
@@ -90,10 +96,9 @@ def test_the_vms_tree_is_its_own_beside_the_builds(
 
 
 def test_a_mirror_is_passed_on_and_keys_its_own_tree(
-    cache: Path, monkeypatch: pytest.MonkeyPatch
+    cache: Path, extractions: list[list[str]]
 ) -> None:
-    calls: list[list[str]] = []
-    monkeypatch.setattr(toolstree.commands, "run", fake_extract(calls))
+    calls = extractions
     mirror = "http://127.0.0.1:9/debian"
     tree = toolstree.tools_tree(Progress(quiet=True), cache, mirror)
     assert calls[0][-3] == toolstree.SUITE and calls[0][-1] == mirror
